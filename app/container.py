@@ -1,0 +1,142 @@
+"""Wires settings, PKI, stores and services together (one per process)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+
+from app.db.engine import make_engine, make_sessionmaker
+from app.metrics import Metrics
+from app.pki_store import PKI, load_or_create
+from app.services.certauth import DeviceAuthenticator
+from app.services.checkin import CheckinService
+from app.services.clock import Clock, utcnow
+from app.services.commands import CommandService, TargetResolver
+from app.services.connect import ConnectService, ResultHandler
+from app.services.devices import DeviceQueries
+from app.services.enrollment import EnrollmentService
+from app.services.profiles import ProfileService
+from app.services.scep_service import DeviceScepService
+from app.settings import Settings
+from app.storage.sql_checkin import SQLCheckinStore
+from app.storage.sql_inventory import SQLInventoryStore, SQLSchoolStore
+from app.storage.sql_pki import SQLCertificateStore, SQLChallengeStore
+from app.storage.sql_push import SQLPushQueue
+from app.storage.sql_queue import SQLCommandQueue
+from app.storage.sql_tokens import SQLTokenStore
+from mdm.signature import SignatureVerifier
+
+log = logging.getLogger("schoolmdm")
+
+
+@dataclass
+class Container:
+    settings: Settings
+    clock: Clock = utcnow
+
+    @cached_property
+    def engine(self):
+        return make_engine(self.settings.database_url)
+
+    @cached_property
+    def sessions(self):
+        return make_sessionmaker(self.engine)
+
+    @cached_property
+    def pki(self) -> PKI:
+        s = self.settings
+        ca_files = (s.ca_cert_file, s.ca_key_file) if s.ca_cert_file and s.ca_key_file else None
+        push_files = (s.apns_cert_file, s.apns_key_file) if s.apns_cert_file and s.apns_key_file else None
+        return load_or_create(s.data_dir, org=s.org_name, public_url=s.public_url,
+                              ca_files=ca_files, push_files=push_files)
+
+    @cached_property
+    def metrics(self) -> Metrics:
+        return Metrics()
+
+    # --- stores
+    @cached_property
+    def checkin_store(self):
+        return SQLCheckinStore(self.sessions)
+
+    @cached_property
+    def queue(self):
+        return SQLCommandQueue(self.sessions)
+
+    @cached_property
+    def push_queue(self):
+        return SQLPushQueue(self.sessions)
+
+    @cached_property
+    def challenges(self):
+        return SQLChallengeStore(self.sessions)
+
+    @cached_property
+    def certs(self):
+        return SQLCertificateStore(self.sessions)
+
+    @cached_property
+    def inventory(self):
+        return SQLInventoryStore(self.sessions)
+
+    @cached_property
+    def schools(self):
+        return SQLSchoolStore(self.sessions)
+
+    # --- services
+    @cached_property
+    def verifier(self) -> SignatureVerifier:
+        return SignatureVerifier([self.pki.ca.cert], clock=self.clock)
+
+    @cached_property
+    def device_auth(self) -> DeviceAuthenticator:
+        return DeviceAuthenticator(self.verifier, self.checkin_store, self.certs)
+
+    @cached_property
+    def checkin(self) -> CheckinService:
+        return CheckinService(self.checkin_store, self.certs, clock=self.clock)
+
+    @cached_property
+    def connect(self) -> ConnectService:
+        return ConnectService(self.queue, ResultHandler(self.inventory), clock=self.clock)
+
+    @cached_property
+    def commands(self) -> CommandService:
+        return CommandService(self.queue, self.push_queue, TargetResolver(self.sessions), clock=self.clock)
+
+    @cached_property
+    def enrollment(self) -> EnrollmentService:
+        return EnrollmentService(self.settings, self.pki, self.schools, self.challenges, clock=self.clock)
+
+    @cached_property
+    def scep(self) -> DeviceScepService:
+        return DeviceScepService(self.pki, self.challenges, self.certs, self.inventory,
+                                 days=self.settings.device_cert_days, clock=self.clock)
+
+    @cached_property
+    def apns_client(self):
+        from mdm.push.apns import APNsClient
+
+        s = self.settings
+        cert = s.apns_cert_file or self.pki.path("push.pem")
+        key = s.apns_key_file or self.pki.path("push.key")
+        return APNsClient(s.apns_url, str(cert), str(key),
+                          ca_bundle=str(s.apns_ca_file) if s.apns_ca_file else None)
+
+    @cached_property
+    def tokens(self):
+        return SQLTokenStore(self.sessions)
+
+    @cached_property
+    def devices(self) -> DeviceQueries:
+        return DeviceQueries(self.sessions)
+
+    @cached_property
+    def profiles(self) -> ProfileService:
+        return ProfileService(self.sessions, self.pki, self.commands, clock=self.clock)
+
+    def close(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+

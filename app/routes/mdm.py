@@ -1,0 +1,72 @@
+"""Device endpoints: ``PUT /mdm/checkin`` and ``PUT /mdm/connect`` (the ServerURL)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.routes.body import read_body
+from mdm.checkin import Authenticate, parse_checkin
+from mdm.commands import parse_report
+from mdm.errors import MDMError
+
+PLIST = "application/xml"
+
+
+def make_mdm_router(container) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    settings = container.settings
+    metrics = container.metrics
+    header = settings.client_cert_header
+
+    def signature_of(request: Request) -> str | None:
+        return request.headers.get("mdm-signature")
+
+    def _checkin(raw: bytes, sig: str | None) -> bytes:
+        auth = container.device_auth
+        signer = auth.signer(sig, raw)  # before parsing: unsigned bodies never reach the parser
+        msg = parse_checkin(raw, max_bytes=settings.max_checkin_bytes, max_depth=settings.max_plist_depth)
+        if isinstance(msg, Authenticate):
+            fp = auth.for_authenticate(msg.udid, signer)
+        else:
+            fp = auth.for_enrolled(msg.udid, signer)
+        out = container.checkin.handle(msg, fp)
+        metrics.checkins.labels(msg.message_type, "ok").inc()
+        return out
+
+    def _connect(raw: bytes, sig: str | None) -> bytes:
+        auth = container.device_auth
+        signer = auth.signer(sig, raw)
+        report = parse_report(raw, max_bytes=settings.max_connect_bytes, max_depth=settings.max_plist_depth)
+        auth.for_enrolled(report.udid, signer, allow_authenticated=False)
+        out = container.connect.handle(report)
+        metrics.reports.labels(report.status).inc()
+        return out
+
+    @router.put("/mdm/checkin")
+    async def checkin(request: Request) -> Response:
+        t0 = time.perf_counter()
+        raw = await read_body(request, settings.max_checkin_bytes)
+        try:
+            out = await run_in_threadpool(_checkin, raw, signature_of(request))
+        except MDMError as e:
+            metrics.checkins.labels("unknown", e.code).inc()
+            raise
+        finally:
+            metrics.latency.labels("checkin").observe(time.perf_counter() - t0)
+        return Response(out, media_type=PLIST if out else None)
+
+    @router.put("/mdm/connect")
+    async def connect(request: Request) -> Response:
+        t0 = time.perf_counter()
+        raw = await read_body(request, settings.max_connect_bytes)
+        try:
+            out = await run_in_threadpool(_connect, raw, signature_of(request))
+        finally:
+            metrics.latency.labels("connect").observe(time.perf_counter() - t0)
+        return Response(out, media_type=PLIST if out else None)
+
+    _ = header  # the proxy header mode is wired in DeviceAuthenticator when configured
+    return router

@@ -1,0 +1,55 @@
+"""Device authentication, wrapped around the check-in and connect services.
+
+Every device request carries ``Mdm-Signature`` (or, behind a TLS-terminating
+proxy that is configured for it, the client certificate in a header). The
+certificate must chain to our CA; before Authenticate it must be one we
+issued, not revoked and not bound to another device; after Authenticate it
+must be the one bound to that UDID.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from app.storage.interfaces import CertificateStore, CheckinStore
+from mdm.errors import CertAuthError, CertMismatch, NotEnrolled
+from mdm.signature import SignatureVerifier, VerifiedSigner
+
+log = logging.getLogger("schoolmdm.auth")
+
+
+class DeviceAuthenticator:
+    def __init__(self, verifier: SignatureVerifier, checkins: CheckinStore, certs: CertificateStore) -> None:
+        self.verifier = verifier
+        self.checkins = checkins
+        self.certs = certs
+
+    def signer(self, signature: str | None, body: bytes) -> VerifiedSigner:
+        try:
+            return self.verifier.verify(signature, body)
+        except CertAuthError as e:
+            log.warning("device request refused: %s", e.message)
+            raise
+
+    def for_authenticate(self, udid: str, signer: VerifiedSigner) -> str:
+        cert = self.certs.lookup(signer.fingerprint)
+        if cert is None:
+            raise CertAuthError("certificate was not issued by this server's SCEP service")
+        if cert["revoked_at"] is not None:
+            raise CertAuthError("certificate has been revoked")
+        owner = cert["udid"] or self.checkins.fingerprint_owner(signer.fingerprint)
+        if owner is not None and owner != udid:
+            log.warning("certificate reuse refused: bound to %s, presented by %s", owner, udid)
+            raise CertMismatch("certificate is bound to another device")
+        return signer.fingerprint
+
+    def for_enrolled(self, udid: str, signer: VerifiedSigner, *, allow_authenticated: bool = True) -> str:
+        auth = self.checkins.device_auth(udid)
+        if auth is None or auth.enrollment_state in ("unenrolled", "pending"):
+            raise NotEnrolled("device is not enrolled")
+        if auth.enrollment_state == "authenticated" and not allow_authenticated:
+            raise NotEnrolled("device has not completed enrollment (no TokenUpdate yet)")
+        if auth.cert_fingerprint != signer.fingerprint:
+            log.warning("certificate mismatch for %s", udid)
+            raise CertMismatch("certificate is not the one bound to this device")
+        return signer.fingerprint

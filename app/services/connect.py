@@ -1,0 +1,55 @@
+"""Connect (the ServerURL): record a report, answer with the next command."""
+
+from __future__ import annotations
+
+import logging
+
+from app.services.clock import Clock, utcnow
+from app.storage.interfaces import CommandQueue
+from mdm import plist
+from mdm.commands import Report
+
+log = logging.getLogger("schoolmdm.connect")
+
+
+class ConnectService:
+    def __init__(self, queue: CommandQueue, results, *, clock: Clock = utcnow, on_result=None) -> None:
+        self.queue = queue
+        self.results = results  # ResultHandler: applies acknowledged results to inventory
+        self.clock = clock
+        self.on_result = on_result or (lambda udid, outcome, report: None)
+
+    def handle(self, report: Report) -> bytes:
+        now = self.clock()
+        outcome, nxt = self.queue.report_and_next(report.udid, report, now)
+        if outcome.command_uuid and not outcome.duplicate:
+            if outcome.status == "acknowledged":
+                self.results.apply(report.udid, outcome.request_type, report, now)
+            self.on_result(report.udid, outcome, report)
+        return nxt.body if nxt else b""
+
+
+class ResultHandler:
+    """Turns acknowledged results into what we know about the device."""
+
+    def __init__(self, inventory) -> None:
+        self.inventory = inventory
+
+    def apply(self, udid: str, request_type: str | None, report: Report, now) -> None:
+        result = report.result()
+        if request_type == "DeviceInformation":
+            info = result.get("QueryResponses")
+            if isinstance(info, dict):
+                self.inventory.save_device_information(udid, info, now)
+        elif request_type == "ProfileList":
+            items = result.get("ProfileList")
+            if isinstance(items, list):
+                self.inventory.replace_profile_list(udid, [i for i in items if isinstance(i, dict)], now)
+        elif request_type == "InstallProfile":
+            self.inventory.profile_acknowledged(udid, report.command_uuid, now)
+        elif request_type == "RemoveProfile":
+            # reports do not echo the command: read the identifier from what we sent
+            body = self.inventory.command_body(report.command_uuid)
+            ident = plist.loads_dict(body).get("Command", {}).get("Identifier") if body else None
+            if isinstance(ident, str):
+                self.inventory.profile_removed(udid, ident)

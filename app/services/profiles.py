@@ -1,0 +1,114 @@
+"""Profile versions (built and signed once per version) and pushing them to devices."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+
+from app.db.models import DeviceProfile, Profile
+from app.services.clock import Clock, utcnow
+from app.services.commands import CommandService, Enqueued, Target
+from app.storage.sql_base import SQLStore
+from mdm import plist
+from mdm.commands import InstallProfile
+from mdm.errors import NotFound
+from profiles.signing import sign_profile
+
+log = logging.getLogger("schoolmdm.profiles")
+
+
+@dataclass(frozen=True)
+class ProfileVersion:
+    id: int
+    identifier: str
+    name: str
+    version: int
+    content_hash: str
+    created: bool
+
+
+class ProfileService(SQLStore):
+    def __init__(self, sessions, pki, commands: CommandService, *, clock: Clock = utcnow) -> None:
+        super().__init__(sessions)
+        self.pki = pki
+        self.commands = commands
+        self.clock = clock
+
+    def store(self, *, school_id: str | None, role: str | None, name: str, payload: dict,
+              content_hash: str | None = None) -> ProfileVersion:
+        """Record a built profile; a new version only when its content changed."""
+        body = plist.dumps(payload)
+        digest = content_hash or hashlib.sha256(body).hexdigest()
+        identifier = payload["PayloadIdentifier"]
+        with self.tx() as s:
+            latest = s.execute(select(Profile).where(Profile.identifier == identifier)
+                               .order_by(Profile.version.desc()).limit(1)).scalar()
+            if latest is not None and latest.content_hash == digest:
+                return ProfileVersion(latest.id, identifier, latest.name, latest.version, digest, False)
+        signed = sign_profile(body, self.pki.signing)  # outside the transaction
+        with self.tx() as s:
+            version = (s.execute(select(func.max(Profile.version)).where(Profile.identifier == identifier))
+                       .scalar() or 0) + 1
+            p = Profile(school_id=school_id, role=role, name=name, identifier=identifier,
+                        payload_uuid=payload["PayloadUUID"], version=version, content_hash=digest,
+                        plist=body, signed=signed, created_at=self.clock())
+            s.add(p)
+            s.flush()
+            return ProfileVersion(p.id, identifier, name, version, digest, True)
+
+    def get(self, profile_id: int) -> dict:
+        with self.tx() as s:
+            p = s.get(Profile, profile_id)
+            if p is None:
+                raise NotFound(f"no profile {profile_id}")
+            return {"id": p.id, "name": p.name, "identifier": p.identifier, "version": p.version,
+                    "school_id": p.school_id, "role": p.role, "content_hash": p.content_hash,
+                    "signed": p.signed, "created_at": p.created_at.isoformat()}
+
+    def latest_by_name(self, school_id: str, name: str, role: str | None = None) -> dict:
+        with self.tx() as s:
+            q = select(Profile.id).where(Profile.school_id == school_id, Profile.name == name)
+            if role:
+                q = q.where(Profile.role == role)
+            pid = s.execute(q.order_by(Profile.version.desc(), Profile.id.desc()).limit(1)).scalar()
+        if pid is None:
+            raise NotFound(f"school {school_id!r} has no profile named {name!r}")
+        return self.get(pid)
+
+    def list(self, school_id: str | None = None) -> list[dict]:
+        with self.tx() as s:
+            q = select(Profile).order_by(Profile.school_id, Profile.name, Profile.role, Profile.version.desc())
+            if school_id:
+                q = q.where(Profile.school_id == school_id)
+            out, seen = [], set()
+            for p in s.execute(q).scalars():
+                if p.identifier in seen:
+                    continue
+                seen.add(p.identifier)
+                out.append({"id": p.id, "name": p.name, "identifier": p.identifier, "version": p.version,
+                            "school_id": p.school_id, "role": p.role, "content_hash": p.content_hash})
+            return out
+
+    def push(self, profile_id: int, target: Target, *, actor: str | None = None,
+             only_changed: bool = True) -> Enqueued:
+        """Queue InstallProfile for the target's devices that lack this exact content."""
+        p = self.get(profile_id)
+        if target.school_id is None and p["school_id"] and not target.udids and not target.everyone:
+            target = Target(school_id=p["school_id"], role=p["role"])
+        udids = self.commands.resolver.resolve(target)
+        if only_changed and udids:
+            with self.tx() as s:
+                current = set(s.execute(select(DeviceProfile.udid).where(
+                    DeviceProfile.identifier == p["identifier"], DeviceProfile.content_hash == p["content_hash"],
+                    DeviceProfile.udid.in_(udids))).scalars())
+            udids = [u for u in udids if u not in current]
+        cmd = InstallProfile(params={"Payload": p["signed"]})
+        if not udids:
+            return Enqueued(cmd.command_uuid, "InstallProfile", 0)
+        return self.commands.enqueue(cmd, Target(udids=tuple(udids)), actor=actor, profile_id=profile_id)
+
+
+

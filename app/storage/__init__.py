@@ -1,0 +1,1 @@
+"""Storage interfaces, one ability each, and their SQLAlchemy implementation."""

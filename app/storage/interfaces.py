@@ -1,0 +1,74 @@
+"""Small storage interfaces, each named for one ability.
+
+Services depend on these Protocols; ``app.storage.sql`` implements them on
+SQLAlchemy (SQLite and PostgreSQL). The contract suite in
+``tests/test_storage_contract.py`` runs against every backend.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Iterable, Protocol, Sequence
+
+from mdm.checkin import Authenticate, TokenUpdate
+from mdm.commands import Report
+
+
+@dataclass(frozen=True)
+class DeviceAuth:
+    udid: str
+    cert_fingerprint: str | None
+    enrollment_state: str
+
+
+@dataclass(frozen=True)
+class NextCommand:
+    command_uuid: str
+    request_type: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """What recording a report did (for webhooks and metrics)."""
+
+    command_uuid: str | None
+    request_type: str | None
+    status: str | None  # the new queue status, None for Idle
+    duplicate: bool = False
+
+
+class CheckinStore(Protocol):
+    def device_auth(self, udid: str) -> DeviceAuth | None: ...
+    def fingerprint_owner(self, fingerprint: str) -> str | None: ...
+    def authenticate(self, msg: Authenticate, fingerprint: str, school_id: str | None, now: dt.datetime) -> None: ...
+    def token_update(self, msg: TokenUpdate, now: dt.datetime) -> bool: ...
+    def checkout(self, udid: str, now: dt.datetime) -> None: ...
+
+
+class CommandQueue(Protocol):
+    def enqueue(self, *, command_uuid: str, request_type: str, body: bytes, udids: Sequence[str],
+                now: dt.datetime, priority: int = 0, job_id: str | None = None,
+                created_by: str | None = None, expires_at: dt.datetime | None = None,
+                profile_id: int | None = None) -> int: ...
+    def report_and_next(self, udid: str, report: Report, now: dt.datetime) -> tuple[ReportOutcome, NextCommand | None]: ...
+    def cancel(self, udid: str | None, command_uuid: str, now: dt.datetime) -> int: ...
+
+
+class PushQueue(Protocol):
+    def request(self, udids: Iterable[str], now: dt.datetime) -> int: ...
+    def claim(self, limit: int, now: dt.datetime) -> list[tuple[str, bytes, str, str]]: ...
+    def record_results(self, results: Sequence[tuple[str, bool, bool, str]], now: dt.datetime) -> None: ...
+
+
+class ChallengeStore(Protocol):
+    def create(self, challenge_hash: str, school_id: str, serial: str | None, now: dt.datetime, expires_at: dt.datetime) -> None: ...
+    def consume(self, challenge_hash: str, now: dt.datetime) -> tuple[str, str | None] | None: ...
+
+
+class CertificateStore(Protocol):
+    def record_issued(self, *, fingerprint: str, serial_number: str, subject: str, school_id: str | None,
+                      issued_at: dt.datetime, not_after: dt.datetime, udid: str | None = None) -> None: ...
+    def lookup(self, fingerprint: str) -> dict | None: ...
+    def revoke_for_device(self, udid: str, reason: str, now: dt.datetime) -> int: ...

@@ -1,0 +1,53 @@
+"""Shared plumbing for the SQLAlchemy stores."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mdm.errors import Unavailable
+
+
+class SQLStore:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    @contextmanager
+    def tx(self) -> Iterator[Session]:
+        """One short transaction; database outages become 503 Unavailable."""
+        try:
+            with self.sessions.begin() as s:
+                yield s
+        except (OperationalError, InterfaceError) as e:
+            if _is_outage(e):
+                raise Unavailable("database unavailable, retry later") from e
+            raise
+
+    @property
+    def dialect(self) -> str:
+        return self.sessions.kw["bind"].dialect.name
+
+
+def _is_outage(e: Exception) -> bool:
+    msg = str(e).lower()
+    return any(s in msg for s in ("connection", "server closed", "terminating", "could not connect",
+                                   "database is locked", "no route", "timeout"))
+
+
+def dumps_json(obj: Any) -> str:
+    return json.dumps(obj, default=_default, sort_keys=True)
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, bytes):
+        import base64
+
+        return {"$data": base64.b64encode(o).decode()}
+    if hasattr(o, "isoformat"):
+        return o.isoformat()
+    return str(o)

@@ -1,0 +1,100 @@
+"""SQL stores for what we know about devices: inventory, installed profiles, schools."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from sqlalchemy import delete, insert, select, update
+
+from app.db.models import Command, Device, DeviceProfile, IssuedCertificate, Profile, School
+from app.storage.sql_base import SQLStore, dumps_json
+
+
+class SQLInventoryStore(SQLStore):
+    def save_device_information(self, udid: str, info: dict, now: dt.datetime) -> None:
+        vals: dict = {"inventory": dumps_json(info), "inventory_at": now}
+        for key, col in (("DeviceName", "device_name"), ("OSVersion", "os_version"),
+                         ("BuildVersion", "build_version"), ("ProductName", "product_name"),
+                         ("ModelName", "model_name"), ("SerialNumber", "serial")):
+            if isinstance(info.get(key), str):
+                vals[col] = info[key]
+        with self.tx() as s:
+            s.execute(update(Device).where(Device.udid == udid).values(**vals))
+
+    def replace_profile_list(self, udid: str, items: list[dict], now: dt.datetime) -> None:
+        with self.tx() as s:
+            known = {
+                r.identifier: r.content_hash
+                for r in s.execute(select(DeviceProfile).where(DeviceProfile.udid == udid)).scalars()
+            }
+            s.execute(delete(DeviceProfile).where(DeviceProfile.udid == udid))
+            rows = []
+            for it in items:
+                ident = it.get("PayloadIdentifier")
+                if not isinstance(ident, str):
+                    continue
+                rows.append({"udid": udid, "identifier": ident, "content_hash": known.get(ident),
+                             "payload_uuid": it.get("PayloadUUID"), "display_name": it.get("PayloadDisplayName"),
+                             "source": "ProfileList", "updated_at": now})
+            if rows:
+                s.execute(insert(DeviceProfile), rows)
+
+    def profile_acknowledged(self, udid: str, command_uuid: str, now: dt.datetime) -> None:
+        """An InstallProfile was acknowledged: remember which version is on the device."""
+        with self.tx() as s:
+            p = s.execute(
+                select(Profile.identifier, Profile.content_hash, Profile.payload_uuid, Profile.name)
+                .join(Command, Command.profile_id == Profile.id).where(Command.uuid == command_uuid)
+            ).first()
+            if p is None:
+                return
+            s.execute(delete(DeviceProfile).where(DeviceProfile.udid == udid, DeviceProfile.identifier == p.identifier))
+            s.execute(insert(DeviceProfile).values(udid=udid, identifier=p.identifier, content_hash=p.content_hash,
+                                                   payload_uuid=p.payload_uuid, display_name=p.name,
+                                                   source="acknowledged", updated_at=now))
+
+    def profile_removed(self, udid: str, identifier: str) -> None:
+        with self.tx() as s:
+            s.execute(delete(DeviceProfile).where(DeviceProfile.udid == udid, DeviceProfile.identifier == identifier))
+
+    def command_body(self, command_uuid: str) -> bytes | None:
+        with self.tx() as s:
+            return s.execute(select(Command.body).where(Command.uuid == command_uuid)).scalar()
+
+    def rebind_certificate(self, old_fp: str, new_fp: str) -> str | None:
+        """After a SCEP renewal: the device now signs with its new certificate."""
+        with self.tx() as s:
+            udid = s.execute(select(Device.udid).where(Device.cert_fingerprint == old_fp)).scalar()
+            if udid is None:
+                return None
+            s.execute(update(Device).where(Device.udid == udid).values(cert_fingerprint=new_fp))
+            s.execute(update(IssuedCertificate).where(IssuedCertificate.fingerprint == new_fp).values(udid=udid))
+            return udid
+
+
+class SQLSchoolStore(SQLStore):
+    def upsert(self, school_id: str, name: str, token_hash: str | None, now: dt.datetime) -> bool:
+        """Create or rename a school; returns True when created."""
+        with self.tx() as s:
+            sc = s.get(School, school_id)
+            if sc is None:
+                s.add(School(id=school_id, name=name, enroll_token_hash=token_hash or "", created_at=now))
+                return True
+            sc.name = name
+            if token_hash:
+                sc.enroll_token_hash = token_hash
+            return False
+
+    def get(self, school_id: str) -> dict | None:
+        with self.tx() as s:
+            sc = s.get(School, school_id)
+            return None if sc is None else {"id": sc.id, "name": sc.name, "enroll_token_hash": sc.enroll_token_hash}
+
+    def list(self) -> list[dict]:
+        with self.tx() as s:
+            return [{"id": sc.id, "name": sc.name} for sc in s.execute(select(School).order_by(School.id)).scalars()]
+
+
+def loads_json(text: str | None):
+    return json.loads(text) if text else None
