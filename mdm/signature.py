@@ -352,6 +352,20 @@ class SignatureVerifier:
         check_signature(parts, bytes(body), entry.public_key)
         return entry.signer
 
+    def verify_certificate(self, cert_der: bytes) -> VerifiedSigner:
+        """Check a client certificate alone (TLS terminated by a trusted proxy): chain and dates."""
+        key = hashlib.sha256(cert_der).digest()
+        with self._lock:
+            entry = self._cache.get(key)
+        if entry is None:
+            entry = self._build_entry(cert_der, key)
+            with self._lock:
+                self._cache[key] = entry
+        now = _aware(self._clock())
+        if not entry.not_before <= now <= entry.not_after:
+            raise CertAuthError("device certificate is outside its validity period")
+        return entry.signer
+
     def _entry_for(self, parts: SignedParts) -> _Entry:
         certs = parts.certs
         if not certs:

@@ -145,3 +145,30 @@ def test_unknown_report_status(enrolled, container, before):
 def test_sha1_signatures_are_accepted(client, school, container):
     dev = TestDevice(client, digest="sha1").enroll(school["id"], school["token"])
     assert dev.connect("Idle").status_code == 200
+
+
+def test_proxy_client_certificate_header_only_when_configured(client, school, container, settings):
+    from urllib.parse import quote
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    dev = TestDevice(client).enroll(school["id"], school["token"])
+    pem = quote(dev.cert.public_bytes(Encoding.PEM).decode())
+    body = build_report(dev.udid, "Idle")
+    h = {"X-SSL-Client-Cert": pem, "Content-Type": CONNECT_TYPE}
+    # off by default: the header is ignored and an unsigned body is refused
+    assert dev.http.put("/mdm/connect", content=body, headers=h).status_code == 401
+    from app.main import create_app
+    from fastapi.testclient import TestClient
+
+    s2 = settings.model_copy(update={"client_cert_header": "X-SSL-Client-Cert"})
+    from app.container import Container
+
+    c2 = Container(s2)
+    with TestClient(create_app(s2, container=c2, background=False)) as proxied:
+        assert proxied.put("/mdm/connect", content=body, headers=h).status_code == 200
+        rogue = pki.issue_identity(pki.create_ca("Evil", "Evil"), dev.serial)
+        bad = {"X-SSL-Client-Cert": quote(rogue.cert.public_bytes(Encoding.PEM).decode()),
+               "Content-Type": CONNECT_TYPE}
+        assert proxied.put("/mdm/connect", content=body, headers=bad).status_code == 401
+    c2.close()

@@ -21,12 +21,14 @@ def make_mdm_router(container) -> APIRouter:
     metrics = container.metrics
     header = settings.client_cert_header
 
-    def signature_of(request: Request) -> str | None:
-        return request.headers.get("mdm-signature")
+    def credentials(request: Request) -> tuple[str | None, str | None]:
+        """(Mdm-Signature, proxy client certificate); the latter only when configured."""
+        proxy = request.headers.get(header) if header else None
+        return request.headers.get("mdm-signature"), proxy
 
-    def _checkin(raw: bytes, sig: str | None) -> bytes:
+    def _checkin(raw: bytes, creds: tuple[str | None, str | None]) -> bytes:
         auth = container.device_auth
-        signer = auth.signer(sig, raw)  # before parsing: unsigned bodies never reach the parser
+        signer = auth.signer(creds[0], raw, creds[1])  # before parsing: unsigned bodies never reach the parser
         msg = parse_checkin(raw, max_bytes=settings.max_checkin_bytes, max_depth=settings.max_plist_depth)
         if isinstance(msg, Authenticate):
             fp = auth.for_authenticate(msg.udid, signer)
@@ -36,9 +38,9 @@ def make_mdm_router(container) -> APIRouter:
         metrics.checkins.labels(msg.message_type, "ok").inc()
         return out
 
-    def _connect(raw: bytes, sig: str | None) -> bytes:
+    def _connect(raw: bytes, creds: tuple[str | None, str | None]) -> bytes:
         auth = container.device_auth
-        signer = auth.signer(sig, raw)
+        signer = auth.signer(creds[0], raw, creds[1])
         report = parse_report(raw, max_bytes=settings.max_connect_bytes, max_depth=settings.max_plist_depth)
         auth.for_enrolled(report.udid, signer, allow_authenticated=False)
         out = container.connect.handle(report)
@@ -50,7 +52,7 @@ def make_mdm_router(container) -> APIRouter:
         t0 = time.perf_counter()
         raw = await read_body(request, settings.max_checkin_bytes)
         try:
-            out = await run_in_threadpool(_checkin, raw, signature_of(request))
+            out = await run_in_threadpool(_checkin, raw, credentials(request))
         except MDMError as e:
             metrics.checkins.labels("unknown", e.code).inc()
             raise
@@ -63,10 +65,9 @@ def make_mdm_router(container) -> APIRouter:
         t0 = time.perf_counter()
         raw = await read_body(request, settings.max_connect_bytes)
         try:
-            out = await run_in_threadpool(_connect, raw, signature_of(request))
+            out = await run_in_threadpool(_connect, raw, credentials(request))
         finally:
             metrics.latency.labels("connect").observe(time.perf_counter() - t0)
         return Response(out, media_type=PLIST if out else None)
 
-    _ = header  # the proxy header mode is wired in DeviceAuthenticator when configured
     return router

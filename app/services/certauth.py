@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import logging
 
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import load_pem_x509_certificate
+
 from app.storage.interfaces import CertificateStore, CheckinStore
 from mdm.errors import CertAuthError, CertMismatch, NotEnrolled
 from mdm.signature import SignatureVerifier, VerifiedSigner
@@ -24,12 +27,16 @@ class DeviceAuthenticator:
         self.checkins = checkins
         self.certs = certs
 
-    def signer(self, signature: str | None, body: bytes) -> VerifiedSigner:
+    def signer(self, signature: str | None, body: bytes, proxy_cert: str | None = None) -> VerifiedSigner:
+        """The verified device certificate: from Mdm-Signature, or from a trusted proxy's header."""
         try:
+            if proxy_cert is not None:
+                return self.verifier.verify_certificate(_cert_from_header(proxy_cert))
             return self.verifier.verify(signature, body)
         except CertAuthError as e:
             log.warning("device request refused: %s", e.message)
             raise
+
 
     def for_authenticate(self, udid: str, signer: VerifiedSigner) -> str:
         cert = self.certs.lookup(signer.fingerprint)
@@ -53,3 +60,13 @@ class DeviceAuthenticator:
             log.warning("certificate mismatch for %s", udid)
             raise CertMismatch("certificate is not the one bound to this device")
         return signer.fingerprint
+
+
+def _cert_from_header(value: str) -> bytes:
+    """nginx's $ssl_client_escaped_cert: a URL-encoded PEM certificate."""
+    from urllib.parse import unquote
+
+    try:
+        return load_pem_x509_certificate(unquote(value).encode()).public_bytes(Encoding.DER)
+    except ValueError:
+        raise CertAuthError("client certificate header does not hold a PEM certificate") from None
