@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     install_error_handlers(app)
     app.include_router(make_mdm_router(c))
     app.include_router(make_enroll_router(c))
-    app.include_router(make_scep_router(lambda: c.scep))
+    app.include_router(make_scep_router(lambda: c.scep, max_body=settings.max_scep_bytes))
 
     from app.api.router import make_api_router
 
