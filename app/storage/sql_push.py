@@ -23,7 +23,7 @@ MAX_ATTEMPTS = 8
 
 class SQLPushQueue(SQLStore):
     def request(self, udids: Iterable[str], now: dt.datetime) -> int:
-        rows = [{"udid": u, "requested_at": now, "attempts": 0, "not_before": now} for u in udids]
+        rows = [{"udid": u, "requested_at": now, "attempts": 0, "not_before": now} for u in dict.fromkeys(udids)]
         if not rows:
             return 0
         ins = pg_insert if self.dialect == "postgresql" else sqlite_insert

@@ -1,0 +1,180 @@
+"""The storage contract: what every backend of the storage interfaces must do.
+
+Runs against the SQLAlchemy stores on SQLite, and on PostgreSQL when
+DATABASE_URL is set (``.ci/run`` does both), with a fixed clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from mdm.checkin import parse_checkin, build_checkin
+from mdm.commands import build_report, parse_report
+from mdm.errors import NotEnrolled, UnknownCommand
+
+T0 = dt.datetime(2026, 9, 1, 7, 30, tzinfo=dt.timezone.utc)
+TOPIC = "com.apple.mgmt.External.test"
+
+
+def at(minutes: float) -> dt.datetime:
+    return T0 + dt.timedelta(minutes=minutes)
+
+
+@pytest.fixture
+def stores(container):
+    container.schools.upsert("s1", "School One", "x", T0)
+    return container
+
+
+def enroll(c, udid: str, fp: str | None = None) -> None:
+    auth = parse_checkin(build_checkin("Authenticate", udid, Topic=TOPIC, SerialNumber="SN" + udid[-6:]))
+    c.checkin_store.authenticate(auth, fp or "fp-" + udid, "s1", T0)
+    tu = parse_checkin(build_checkin("TokenUpdate", udid, Topic=TOPIC, Token=b"\x01" * 32, PushMagic="PM-" + udid))
+    assert c.checkin_store.token_update(tu, T0) is True
+
+
+def report(udid: str, status: str, cu: str | None = None):
+    return parse_report(build_report(udid, status, cu))
+
+
+def test_checkin_store_lifecycle(stores):
+    s = stores.checkin_store
+    assert s.device_auth("U1") is None
+    enroll(stores, "U1", "fp1")
+    auth = s.device_auth("U1")
+    assert auth.cert_fingerprint == "fp1" and auth.enrollment_state == "enrolled"
+    assert s.fingerprint_owner("fp1") == "U1"
+    tu = parse_checkin(build_checkin("TokenUpdate", "U1", Topic=TOPIC, Token=b"\x02" * 32, PushMagic="PM2"))
+    assert s.token_update(tu, at(1)) is False  # a refresh, not a new enrollment
+    s.checkout("U1", at(2))
+    assert s.device_auth("U1").enrollment_state == "unenrolled"
+    with pytest.raises(NotEnrolled):
+        s.checkout("nobody", at(3))
+    with pytest.raises(NotEnrolled):
+        s.token_update(parse_checkin(build_checkin("TokenUpdate", "U9", Topic=TOPIC, Token=b"\x01",
+                                                   PushMagic="x")), at(3))
+
+
+def test_queue_priority_fifo_and_reports(stores):
+    enroll(stores, "U1")
+    q = stores.queue
+    q.enqueue(command_uuid="A", request_type="ProfileList", body=b"a", udids=["U1"], now=at(0))
+    q.enqueue(command_uuid="B", request_type="SecurityInfo", body=b"b", udids=["U1"], now=at(1))
+    q.enqueue(command_uuid="C", request_type="DeviceLock", body=b"c", udids=["U1"], now=at(2), priority=5)
+    out, nxt = q.report_and_next("U1", report("U1", "Idle"), at(3))
+    assert out.command_uuid is None and nxt.command_uuid == "C" and nxt.body == b"c"
+    out, nxt = q.report_and_next("U1", report("U1", "Acknowledged", "C"), at(4))
+    assert out.status == "acknowledged" and out.request_type == "DeviceLock" and nxt.command_uuid == "A"
+    out, nxt = q.report_and_next("U1", report("U1", "NotNow", "A"), at(5))
+    assert out.status == "not_now" and nxt.command_uuid == "B"
+    out, nxt = q.report_and_next("U1", report("U1", "Error", "B"), at(6))
+    assert out.status == "error" and nxt is None
+    _, nxt = q.report_and_next("U1", report("U1", "Idle"), at(7))
+    assert nxt.command_uuid == "A"
+
+
+def test_queue_refuses_reports_for_commands_never_sent(stores):
+    enroll(stores, "U1")
+    enroll(stores, "U2")
+    q = stores.queue
+    q.enqueue(command_uuid="A", request_type="ProfileList", body=b"a", udids=["U1", "U2"], now=at(0))
+    with pytest.raises(UnknownCommand):
+        q.report_and_next("U1", report("U1", "Acknowledged", "A"), at(1))  # queued, not sent
+    with pytest.raises(UnknownCommand):
+        q.report_and_next("U1", report("U1", "Acknowledged", "ZZZ"), at(1))
+    q.report_and_next("U1", report("U1", "Idle"), at(1))
+    with pytest.raises(UnknownCommand):
+        q.report_and_next("U2", report("U2", "Acknowledged", "B"), at(2))
+
+
+def test_queue_duplicate_report_changes_nothing(stores):
+    enroll(stores, "U1")
+    q = stores.queue
+    q.enqueue(command_uuid="A", request_type="ProfileList", body=b"a", udids=["U1"], now=at(0))
+    q.report_and_next("U1", report("U1", "Idle"), at(1))
+    out, _ = q.report_and_next("U1", report("U1", "Acknowledged", "A"), at(2))
+    assert not out.duplicate
+    out, _ = q.report_and_next("U1", report("U1", "Error", "A"), at(3))
+    assert out.duplicate and out.status == "acknowledged"
+
+
+def test_queue_cancel_only_touches_unsent(stores):
+    enroll(stores, "U1")
+    enroll(stores, "U2")
+    q = stores.queue
+    q.enqueue(command_uuid="A", request_type="ProfileList", body=b"a", udids=["U1", "U2"], now=at(0))
+    q.report_and_next("U1", report("U1", "Idle"), at(1))  # sent to U1
+    assert q.cancel(None, "A", at(2)) == 1
+    _, nxt = q.report_and_next("U2", report("U2", "Idle"), at(3))
+    assert nxt is None
+
+
+def test_queue_bulk_enqueue(stores):
+    from sqlalchemy import insert
+
+    from app.db.models import Device
+
+    udids = [f"U{i:05d}" for i in range(12_000)]
+    with stores.sessions.begin() as s:
+        s.execute(insert(Device), [{"udid": u, "school_id": "s1", "enrollment_state": "enrolled", "created_at": T0}
+                                   for u in udids])
+    n = stores.queue.enqueue(command_uuid="BULK", request_type="ProfileList", body=b"x", udids=udids, now=at(0))
+    assert n == 12_000
+    assert stores.devices.command_status("BULK")["counts"] == {"queued": 12_000}
+    _, nxt = stores.queue.report_and_next("U11999", report("U11999", "Idle"), at(1))
+    assert nxt.command_uuid == "BULK"
+    assert stores.devices.command_status("BULK")["counts"] == {"queued": 11_999, "sent": 1}
+
+
+def test_queue_enqueue_for_unknown_device_writes_nothing(stores):
+    enroll(stores, "U1")
+    with pytest.raises(Exception):
+        stores.queue.enqueue(command_uuid="X", request_type="ProfileList", body=b"x", udids=["U1", "GHOST"],
+                             now=at(0))
+    _, nxt = stores.queue.report_and_next("U1", report("U1", "Idle"), at(1))
+    assert nxt is None  # the whole enqueue was rolled back
+
+
+def test_push_queue_coalesces_claims_and_retries(stores):
+    for u in ("U1", "U2", "U3"):
+        enroll(stores, u)
+    p = stores.push_queue
+    assert p.request(["U1", "U2", "U1"], at(0)) == 2  # coalesced per device
+    assert p.request(["U3"], at(0)) == 1
+    claimed = p.claim(10, at(0))
+    assert sorted(c[0] for c in claimed) == ["U1", "U2", "U3"]
+    assert claimed[0][1] == b"\x01" * 32 and claimed[0][3] == TOPIC
+    assert p.claim(10, at(0)) == []  # leased
+    p.record_results([("U1", True, False, "ok"), ("U2", False, True, "410 Unregistered"),
+                      ("U3", False, False, "503")], at(0.01))
+    assert p.claim(10, at(0.02)) == []  # U3 backs off (seconds), U1 done, U2 unregistered
+    again = p.claim(10, at(10))
+    assert [c[0] for c in again] == ["U3"]
+    # U2's token is now invalid: further requests for it are dropped at claim time
+    p.request(["U2"], at(11))
+    assert p.claim(10, at(11)) == []
+
+
+def test_challenges_are_one_time_and_expire(stores):
+    ch = stores.challenges
+    ch.create("h1", "s1", "SERIAL", at(0), at(60))
+    assert ch.consume("h1", at(1)) == ("s1", "SERIAL")
+    assert ch.consume("h1", at(2)) is None
+    ch.create("h2", "s1", None, at(0), at(60))
+    assert ch.consume("h2", at(61)) is None
+    assert ch.consume("nope", at(1)) is None
+
+
+def test_certificate_store(stores):
+    c = stores.certs
+    c.record_issued(fingerprint="f1", serial_number="01", subject="CN=x", school_id="s1",
+                    issued_at=at(0), not_after=at(60 * 24 * 365), udid=None)
+    assert c.lookup("f1")["school_id"] == "s1" and c.lookup("f1")["revoked_at"] is None
+    assert c.lookup("f1")["not_after"] == at(60 * 24 * 365)
+    assert c.lookup("nope") is None
+    enroll(stores, "U1", "f1")
+    assert c.lookup("f1")["udid"] == "U1"
+    assert c.revoke_for_device("U1", "checked out", at(5)) == 1
+    assert c.lookup("f1")["revoked_at"] is not None
