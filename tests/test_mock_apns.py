@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -57,14 +57,14 @@ def mock(pki_files):
         yield server
 
 
-def client(pki_files, mock, identity="push", **kw) -> APNsClient:
+def apns(pki_files, mock, identity="push", **kw) -> APNsClient:
     kw.setdefault("sleep", Sleeps())
     return APNsClient(mock.url, *pki_files[identity], ca_bundle=pki_files["tls_ca"], **kw)
 
 
 def push_many(pki_files, mock, targets, **kw):
     async def go():
-        async with client(pki_files, mock, **kw) as c:
+        async with apns(pki_files, mock, **kw) as c:
             return await c.push_many(targets)
 
     return asyncio.run(go())
@@ -101,12 +101,12 @@ def test_feed_long_poll_wakes_on_a_push_and_subscribers_are_called(pki_files, mo
 
     async def go():
         verify = ssl.create_default_context(cafile=pki_files["tls_ca"])
-        async with httpx.AsyncClient(http2=True, verify=verify) as http, client(pki_files, mock) as apns:
+        async with httpx.AsyncClient(http2=True, verify=verify) as http, apns(pki_files, mock) as pusher:
             follower = follow_feed(http, mock.url, after=0, wait=30)
             first = asyncio.ensure_future(follower.__anext__())
             await asyncio.sleep(0.05)
             assert not first.done()
-            (result,) = await apns.push_many([target(7)])
+            (result,) = await pusher.push_many([target(7)])
             got = await asyncio.wait_for(first, 30)
             await follower.aclose()
             return result, got
@@ -173,8 +173,8 @@ def test_mock_validates_requests_like_apple(pki_files, mock, path, headers, body
 
 
 def test_injected_503_and_429_are_retried(pki_files, mock):
-    mock.mock.fail_next(2, status=503)
-    mock.mock.fail_next(1, status=429, reason="TooManyRequests", retry_after=3)
+    mock.mock.inject("status", 2, status=503)
+    mock.mock.inject("status", status=429, reason="TooManyRequests", retry_after=3)
     sleeps = Sleeps()
     (result,) = push_many(pki_files, mock, [target(5)], sleep=sleeps)
     assert result.ok and result.attempts == 4
@@ -184,14 +184,14 @@ def test_injected_503_and_429_are_retried(pki_files, mock):
 
 @pytest.mark.parametrize("kind", ["reset", "rst_stream"])
 def test_connection_and_stream_resets_are_retried(pki_files, mock, kind):
-    mock.mock.reset_next(1, kind=kind)
+    mock.mock.inject(kind)
     (result,) = push_many(pki_files, mock, [target(6)])
     assert result.ok and result.attempts == 2
     assert [p.token for p in mock.mock.pushes] == [target(6).token.hex()]
 
 
 def test_hang_past_timeout_is_retried(pki_files, mock):
-    mock.mock.hang_next(1)
+    mock.mock.inject("hang")
     (result,) = push_many(pki_files, mock, [target(8)], timeout=0.5)
     assert result.ok and result.attempts == 2
 
@@ -207,6 +207,17 @@ def test_thousand_targets_over_one_connection(pki_files, mock):
     assert status == 200 and len(body["pushes"]) == 1000 and body["last"] == 1000
     status, body = feed(pki_files, mock, after=990)
     assert [p["seq"] for p in body["pushes"]] == list(range(991, 1001))
+
+
+def test_connection_reset_mid_batch_redelivers_in_flight_pushes(pki_files, mock):
+    mock.mock.inject("pass", 200)
+    mock.mock.inject("reset")
+    targets = [target(i) for i in range(500)]
+    results = push_many(pki_files, mock, targets)
+    assert all(r.ok for r in results)
+    assert mock.mock.counts["connections"] == 2 and mock.mock.counts["fault:reset"] == 1
+    # at-least-once, like APNs: every device got its push (a lost reply may mean a duplicate)
+    assert {p.token for p in mock.mock.pushes} == {t.token.hex() for t in targets}
 
 
 def test_stats_endpoint_counts_by_status(pki_files, mock):
@@ -240,7 +251,7 @@ def test_standalone_process(pki_files):
     proc = subprocess.Popen(
         [sys.executable, "-m", "simulator.mock_apns", "--port", "0", "--cert", pki_files["server"][0],
          "--key", pki_files["server"][1], "--client-ca", pki_files["push_ca"]],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
     )
     try:
         line = proc.stdout.readline()
