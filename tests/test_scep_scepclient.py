@@ -111,7 +111,7 @@ def test_scepclient_enrolls_and_renews(server, tmp_path):
     result = run_scepclient(url, tmp_path, challenge=CHALLENGE, cn="ipad-0001")
     assert result.returncode == 0, result.stdout + result.stderr
     cert = check_issued(tmp_path / "cert.pem", service.ca(), "ipad-0001")
-    request = next(r for r in reversed(service.requests) if r.transaction_id)
+    request = service.requests[-1]
     assert request.message_type == "PKCSReq"
     assert request.challenge == CHALLENGE
     assert request.csr is not None
