@@ -9,6 +9,7 @@ from functools import cached_property
 from app.db.engine import make_engine, make_sessionmaker
 from app.metrics import Metrics
 from app.pki_store import PKI, load_or_create
+from app.services.audit import AuditedJobs, AuditLog
 from app.services.certauth import DeviceAuthenticator
 from app.services.checkin import CheckinService
 from app.services.clock import Clock, utcnow
@@ -16,6 +17,7 @@ from app.services.commands import CommandService, TargetResolver
 from app.services.connect import ConnectService, ResultHandler
 from app.services.devices import DeviceQueries
 from app.services.enrollment import EnrollmentService
+from app.services.jobs import JobService
 from app.services.profiles import ProfileService
 from app.services.scep_service import DeviceScepService
 from app.settings import Settings
@@ -135,6 +137,14 @@ class Container:
     @cached_property
     def profiles(self) -> ProfileService:
         return ProfileService(self.sessions, self.pki, self.commands, clock=self.clock)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.sessions, clock=self.clock)
+
+    @cached_property
+    def jobs(self) -> AuditedJobs:
+        return AuditedJobs(JobService(self.sessions, self.commands, clock=self.clock), self.audit)
 
     def close(self) -> None:
         if "engine" in self.__dict__:

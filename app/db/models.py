@@ -203,6 +203,54 @@ class ApiToken(Base):
     last_used_at: Mapped[dt.datetime | None] = mapped_column(TS)
 
 
+class Job(Base):
+    """A bulk request (one command or profile push to many devices) with live counts."""
+
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # command | profile | blueprint
+    request_type: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(255))
+    school_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(TS, index=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(TS)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    cancelled_at: Mapped[dt.datetime | None] = mapped_column(TS)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(TS)
+
+
+class Webhook(Base):
+    __tablename__ = "webhooks"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    url: Mapped[str] = mapped_column(String(1024))
+    secret: Mapped[str] = mapped_column(String(128))  # HMAC key; never returned by the API
+    events: Mapped[str] = mapped_column(Text)  # JSON list of event names, ["*"] for all
+    created_at: Mapped[dt.datetime] = mapped_column(TS)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+
+
+class WebhookDelivery(Base):
+    """Outbox of webhook events, retried with backoff until delivered or given up."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(TS)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(TS)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(TS)
+    last_error: Mapped[str | None] = mapped_column(String(512))
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "next_attempt_at",
+              postgresql_where=text("delivered_at IS NULL AND next_attempt_at IS NOT NULL"),
+              sqlite_where=text("delivered_at IS NULL AND next_attempt_at IS NOT NULL")),
+    )
+
+
 class AuditEntry(Base):
     __tablename__ = "audit_log"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -73,14 +73,22 @@ class CommandService:
 
     def enqueue(self, command: Command, target: Target, *, actor: str | None = None, priority: int = 0,
                 job_id: str | None = None, expires_at: dt.datetime | None = None,
-                profile_id: int | None = None, push: bool = True) -> Enqueued:
-        udids = self.resolver.resolve(target)
+                profile_id: int | None = None, push: bool = True, job: dict | None = None,
+                udids: list[str] | None = None) -> Enqueued:
+        """Queue ``command`` for the target's enrolled devices (and record ``job`` with it).
+
+        ``udids``, when given, are the already-resolved devices of ``target``.
+        """
+        if udids is None:
+            udids = self.resolver.resolve(target)
         now = self.clock()
         body = command.to_plist()
-        if udids:
+        if job is not None:
+            job_id = job["id"]
+        if udids or job is not None:
             self.queue.enqueue(command_uuid=command.command_uuid, request_type=command.request_type, body=body,
                                udids=udids, now=now, priority=priority, job_id=job_id, created_by=actor,
-                               expires_at=expires_at, profile_id=profile_id)
+                               expires_at=expires_at, profile_id=profile_id, job=job)
             if push:
                 self.pushes.request(udids, now)
         log.info("queued %s %s for %d device(s) (%s) by %s", command.request_type, command.command_uuid,

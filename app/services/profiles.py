@@ -92,9 +92,8 @@ class ProfileService(SQLStore):
                             "school_id": p.school_id, "role": p.role, "content_hash": p.content_hash})
             return out
 
-    def push(self, profile_id: int, target: Target, *, actor: str | None = None,
-             only_changed: bool = True) -> Enqueued:
-        """Queue InstallProfile for the target's devices that lack this exact content."""
+    def targets(self, profile_id: int, target: Target, *, only_changed: bool = True) -> list[str]:
+        """The target's enrolled devices, less those that already have this exact content."""
         p = self.get(profile_id)
         if target.school_id is None and p["school_id"] and not target.udids and not target.everyone:
             target = Target(school_id=p["school_id"], role=p["role"])
@@ -105,6 +104,13 @@ class ProfileService(SQLStore):
                     DeviceProfile.identifier == p["identifier"], DeviceProfile.content_hash == p["content_hash"],
                     DeviceProfile.udid.in_(udids))).scalars())
             udids = [u for u in udids if u not in current]
+        return udids
+
+    def push(self, profile_id: int, target: Target, *, actor: str | None = None,
+             only_changed: bool = True) -> Enqueued:
+        """Queue InstallProfile for the target's devices that lack this exact content."""
+        p = self.get(profile_id)
+        udids = self.targets(profile_id, target, only_changed=only_changed)
         cmd = InstallProfile(params={"Payload": p["signed"]})
         if not udids:
             return Enqueued(cmd.command_uuid, "InstallProfile", 0)

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from sqlalchemy import and_, insert, select, update
 
-from app.db.models import Command, CommandEvent, Device, QueueItem
+from app.db.models import Command, CommandEvent, Device, Job, QueueItem
 from app.storage.interfaces import NextCommand, ReportOutcome
 from app.storage.sql_base import SQLStore
 from mdm.commands import Report
@@ -20,7 +20,7 @@ STATUS_OF_REPORT = {
     "CommandFormatError": "format_error",
     "NotNow": "not_now",
 }
-FINAL = ("acknowledged", "error", "format_error", "cancelled", "expired")
+FINAL = ("acknowledged", "error", "format_error", "cancelled", "expired", "retried")
 INSERT_CHUNK = 5000
 
 
@@ -28,9 +28,14 @@ class SQLCommandQueue(SQLStore):
     def enqueue(self, *, command_uuid: str, request_type: str, body: bytes, udids: Sequence[str],
                 now: dt.datetime, priority: int = 0, job_id: str | None = None,
                 created_by: str | None = None, expires_at: dt.datetime | None = None,
-                profile_id: int | None = None) -> int:
-        """Insert one command body and one queue row per device, set-based."""
+                profile_id: int | None = None, job: dict | None = None) -> int:
+        """Insert one command body and one queue row per device, set-based.
+
+        ``job`` (the row of a new bulk job) is written in the same transaction.
+        """
         with self.tx() as s:
+            if job is not None:
+                s.execute(insert(Job).values(total=len(udids), **job))
             s.execute(insert(Command).values(
                 uuid=command_uuid, request_type=request_type, body=body, job_id=job_id,
                 created_by=created_by, created_at=now, expires_at=expires_at, profile_id=profile_id,

@@ -1,0 +1,56 @@
+"""/api/v1/tokens and /api/v1/audit (admin only)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import Principal, auth
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., min_length=1, max_length=128, pattern=r"^[\w.@ -]+$")
+    role: Literal["admin", "technician", "support"]
+    schools: list[str] | None = None
+
+
+def router(c) -> APIRouter:
+    r = APIRouter()
+    Auth = auth(c)
+
+    @r.get("/tokens", tags=["admin"])
+    async def list_tokens(me: Principal = Auth) -> dict:
+        me.require("admin")
+        items = await run_in_threadpool(c.tokens.list)
+        return {"items": items, "total": len(items)}
+
+    @r.post("/tokens", tags=["admin"], status_code=201)
+    async def create_token(body: TokenCreate, me: Principal = Auth) -> dict:
+        """Create a named token; the token is shown once, only its hash is stored."""
+        me.require("admin")
+        token = await run_in_threadpool(c.tokens.create, body.name, body.role, body.schools, c.clock())
+        await run_in_threadpool(c.audit.record, me.name, "token:create", body.name,
+                                {"role": body.role, "schools": body.schools})
+        return {"name": body.name, "role": body.role, "schools": body.schools, "token": token}
+
+    @r.delete("/tokens/{name}", tags=["admin"])
+    async def revoke_token(name: str, me: Principal = Auth) -> dict:
+        me.require("admin")
+        await run_in_threadpool(c.tokens.revoke, name, c.clock())
+        await run_in_threadpool(c.audit.record, me.name, "token:revoke", name, None)
+        return {"name": name, "revoked": True}
+
+    @r.get("/audit", tags=["admin"])
+    async def audit(me: Principal = Auth, actor: str | None = None, action: str | None = None,
+                    target: str | None = None, since: dt.datetime | None = None, until: dt.datetime | None = None,
+                    limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> dict:
+        me.require("admin")
+        return await run_in_threadpool(lambda: c.audit.list(actor=actor, action=action, target=target, since=since,
+                                                            until=until, limit=limit, offset=offset))
+
+    return r
