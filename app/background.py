@@ -12,4 +12,8 @@ async def start_background(c) -> list[asyncio.Task]:
     worker = PushWorker(c.push_queue, c.apns_client, batch=s.push_batch_size, interval=s.push_interval_seconds,
                         clock=c.clock, metrics=c.metrics)
     c.__dict__["push_worker"] = worker
-    return [asyncio.create_task(worker.run(), name="push-worker")]
+    from app.services.webhook_worker import WebhookWorker
+
+    hooks = WebhookWorker(c.webhooks, clock=c.clock)
+    return [asyncio.create_task(worker.run(), name="push-worker"),
+            asyncio.create_task(hooks.run(), name="webhook-worker")]

@@ -17,6 +17,7 @@ from app.services.commands import CommandService, TargetResolver
 from app.services.connect import ConnectService, ResultHandler
 from app.services.devices import DeviceQueries
 from app.services.enrollment import EnrollmentService
+from app.services.events import EventingCheckin, EventingConnect
 from app.services.jobs import JobService
 from app.services.profiles import ProfileService
 from app.services.scep_service import DeviceScepService
@@ -27,6 +28,7 @@ from app.storage.sql_pki import SQLCertificateStore, SQLChallengeStore
 from app.storage.sql_push import SQLPushQueue
 from app.storage.sql_queue import SQLCommandQueue
 from app.storage.sql_tokens import SQLTokenStore
+from app.storage.sql_webhooks import SQLWebhookStore
 from mdm.signature import SignatureVerifier
 
 log = logging.getLogger("schoolmdm")
@@ -96,12 +98,18 @@ class Container:
         return DeviceAuthenticator(self.verifier, self.checkin_store, self.certs)
 
     @cached_property
-    def checkin(self) -> CheckinService:
-        return CheckinService(self.checkin_store, self.certs, clock=self.clock)
+    def webhooks(self) -> SQLWebhookStore:
+        return SQLWebhookStore(self.sessions)
 
     @cached_property
-    def connect(self) -> ConnectService:
-        return ConnectService(self.queue, ResultHandler(self.inventory), clock=self.clock)
+    def checkin(self) -> EventingCheckin:
+        inner = CheckinService(self.checkin_store, self.certs, clock=self.clock)
+        return EventingCheckin(inner, self.webhooks, clock=self.clock)
+
+    @cached_property
+    def connect(self) -> EventingConnect:
+        inner = ConnectService(self.queue, ResultHandler(self.inventory), clock=self.clock)
+        return EventingConnect(inner, self.webhooks, self.jobs, clock=self.clock)
 
     @cached_property
     def commands(self) -> CommandService:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from app.services.clock import Clock, utcnow
-from app.storage.interfaces import CertificateStore, CheckinStore, PushQueue
+from app.storage.interfaces import CertificateStore, CheckinStore
 from mdm.checkin import Authenticate, CheckinMessage, CheckOut, TokenUpdate
 from mdm.errors import UnknownMessageType
 
@@ -13,15 +13,20 @@ log = logging.getLogger("schoolmdm.checkin")
 
 
 class CheckinService:
-    def __init__(self, store: CheckinStore, certs: CertificateStore, *, clock: Clock = utcnow,
-                 on_enrolled=None, on_checkout=None) -> None:
+    """Applies check-in messages. ``handle`` returns the reply body and whether this
+    message completed an enrollment (wrappers use it for events and ADE set-up)."""
+
+    def __init__(self, store: CheckinStore, certs: CertificateStore, *, clock: Clock = utcnow) -> None:
         self.store = store
         self.certs = certs
         self.clock = clock
-        self.on_enrolled = on_enrolled or (lambda udid, awaiting: None)
-        self.on_checkout = on_checkout or (lambda udid: None)
 
     def handle(self, msg: CheckinMessage, fingerprint: str) -> bytes:
+        return self.process(msg, fingerprint)[0]
+
+    def process(self, msg: CheckinMessage, fingerprint: str) -> tuple[bytes, bool]:
+        """(reply body, True when this TokenUpdate completed an enrollment)."""
+        first = False
         now = self.clock()
         if isinstance(msg, Authenticate):
             cert = self.certs.lookup(fingerprint)
@@ -32,12 +37,10 @@ class CheckinService:
             first = self.store.token_update(msg, now)
             if first:
                 log.info("enrolled udid=%s awaiting_configuration=%s", msg.udid, msg.awaiting_configuration)
-                self.on_enrolled(msg.udid, msg.awaiting_configuration)
         elif isinstance(msg, CheckOut):
             self.store.checkout(msg.udid, now)
             self.certs.revoke_for_device(msg.udid, "checked out", now)
             log.info("CheckOut udid=%s", msg.udid)
-            self.on_checkout(msg.udid)
         else:  # parse_checkin only yields the types above
             raise UnknownMessageType(f"unhandled message {msg.message_type}")
-        return b""
+        return b"", first

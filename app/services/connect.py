@@ -3,30 +3,46 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from app.services.clock import Clock, utcnow
-from app.storage.interfaces import CommandQueue
+from app.storage.interfaces import CommandQueue, NextCommand, ReportOutcome
 from mdm import plist
 from mdm.commands import Report
 
 log = logging.getLogger("schoolmdm.connect")
 
 
+@dataclass(frozen=True)
+class ConnectResult:
+    outcome: ReportOutcome
+    next: NextCommand | None
+
+    @property
+    def body(self) -> bytes:
+        return self.next.body if self.next else b""
+
+    @property
+    def new_result(self) -> bool:
+        """A report recorded now (not Idle, not a repeat)."""
+        return bool(self.outcome.command_uuid) and not self.outcome.duplicate
+
+
 class ConnectService:
-    def __init__(self, queue: CommandQueue, results, *, clock: Clock = utcnow, on_result=None) -> None:
+    def __init__(self, queue: CommandQueue, results, *, clock: Clock = utcnow) -> None:
         self.queue = queue
         self.results = results  # ResultHandler: applies acknowledged results to inventory
         self.clock = clock
-        self.on_result = on_result or (lambda udid, outcome, report: None)
 
-    def handle(self, report: Report) -> bytes:
+    def process(self, report: Report) -> ConnectResult:
         now = self.clock()
         outcome, nxt = self.queue.report_and_next(report.udid, report, now)
-        if outcome.command_uuid and not outcome.duplicate:
-            if outcome.status == "acknowledged":
-                self.results.apply(report.udid, outcome.request_type, report, now)
-            self.on_result(report.udid, outcome, report)
-        return nxt.body if nxt else b""
+        if outcome.command_uuid and not outcome.duplicate and outcome.status == "acknowledged":
+            self.results.apply(report.udid, outcome.request_type, report, now)
+        return ConnectResult(outcome, nxt)
+
+    def handle(self, report: Report) -> bytes:
+        return self.process(report).body
 
 
 class ResultHandler:

@@ -147,3 +147,17 @@ class JobService(SQLStore):
         doc = self.get(job_id)
         doc["retried"] = retried
         return doc
+
+    def finish_if_done(self, command_uuid: str) -> dict | None:
+        """Mark the job of this command finished when nothing is pending; the job once, else None."""
+        with self.tx() as s:
+            job_id = s.execute(select(Command.job_id).where(Command.uuid == command_uuid)).scalar()
+            if job_id is None:
+                return None
+            pending = (select(QueueItem.id).join(Command, Command.uuid == QueueItem.command_uuid)
+                       .where(Command.job_id == job_id, QueueItem.status.in_(PENDING)).exists())
+            res = s.execute(update(Job).where(Job.id == job_id, Job.finished_at.is_(None), Job.cancelled_at.is_(None),
+                                              ~pending).values(finished_at=self.clock()))
+            if not res.rowcount:
+                return None
+        return self.get(job_id)
