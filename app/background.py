@@ -15,5 +15,12 @@ async def start_background(c) -> list[asyncio.Task]:
     from app.services.webhook_worker import WebhookWorker
 
     hooks = WebhookWorker(c.webhooks, clock=c.clock)
-    return [asyncio.create_task(worker.run(), name="push-worker"),
-            asyncio.create_task(hooks.run(), name="webhook-worker")]
+    tasks = [asyncio.create_task(worker.run(), name="push-worker"),
+             asyncio.create_task(hooks.run(), name="webhook-worker")]
+    if s.inventory_interval_seconds > 0:
+        from app.services.scheduler import run_periodically
+
+        tasks.append(asyncio.create_task(
+            run_periodically(c.inventory_refresh.run_once, s.inventory_interval_seconds, "inventory refresh"),
+            name="inventory-refresh"))
+    return tasks

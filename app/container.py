@@ -154,6 +154,15 @@ class Container:
     def jobs(self) -> AuditedJobs:
         return AuditedJobs(JobService(self.sessions, self.commands, clock=self.clock), self.audit)
 
+    @cached_property
+    def inventory_refresh(self):
+        import datetime as dt
+
+        from app.services.scheduler import InventoryRefresh
+
+        return InventoryRefresh(self.sessions, self.commands, clock=self.clock,
+                                max_age=dt.timedelta(seconds=self.settings.inventory_max_age_seconds))
+
     def close(self) -> None:
         if "engine" in self.__dict__:
             self.engine.dispose()

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     # enrollment
     challenge_ttl_seconds: int = 3600
 
+    # scheduled work
+    #: re-read DeviceInformation, ProfileList and InstalledApplicationList when older than this
+    inventory_max_age_seconds: int = 24 * 3600
+    #: how often the scheduler looks for stale inventory (0 = never)
+    inventory_interval_seconds: float = 300.0
+
     # limits
     max_checkin_bytes: int = 256 * 1024
     max_connect_bytes: int = 8 * 1024 * 1024

@@ -1,0 +1,75 @@
+"""Scheduled work that must run once across all instances: inventory refresh.
+
+Devices whose inventory is older than ``inventory_max_age`` get DeviceInformation,
+ProfileList and InstalledApplicationList queued (unless such a command is still
+pending for them). On PostgreSQL a transaction-level advisory lock makes one
+instance do it per round; the work itself is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import zlib
+
+from sqlalchemy import and_, exists, or_, select, text
+
+from app.db.models import Command, Device, QueueItem
+from app.services.clock import Clock, utcnow
+from app.services.commands import CommandService, Target
+from app.storage.sql_base import SQLStore
+from mdm.commands import new_command
+
+log = logging.getLogger("schoolmdm.scheduler")
+INVENTORY = ("DeviceInformation", "ProfileList", "InstalledApplicationList")
+
+
+def lock_key(name: str) -> int:
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+class InventoryRefresh(SQLStore):
+    def __init__(self, sessions, commands: CommandService, *, max_age: dt.timedelta, batch: int = 2000,
+                 clock: Clock = utcnow) -> None:
+        super().__init__(sessions)
+        self.commands = commands
+        self.max_age = max_age
+        self.batch = batch
+        self.clock = clock
+
+    def stale_devices(self, now: dt.datetime) -> list[str]:
+        pending = exists().where(and_(QueueItem.udid == Device.udid, QueueItem.status.in_(("queued", "sent", "not_now")),
+                                      QueueItem.command_uuid == Command.uuid,
+                                      Command.request_type == "DeviceInformation"))
+        q = (select(Device.udid).where(Device.enrollment_state == "enrolled",
+                                        or_(Device.inventory_at.is_(None), Device.inventory_at < now - self.max_age),
+                                        ~pending)
+             .order_by(Device.inventory_at.is_(None).desc(), Device.inventory_at).limit(self.batch))
+        with self.tx() as s:
+            if self.dialect == "postgresql":
+                got = s.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_key("inventory")}).scalar()
+                if not got:
+                    return []
+            return list(s.execute(q).scalars())
+
+    def run_once(self) -> int:
+        udids = self.stale_devices(self.clock())
+        if not udids:
+            return 0
+        for rt in INVENTORY:
+            self.commands.enqueue(new_command(rt), Target(udids=tuple(udids)), actor="scheduler:inventory",
+                                  udids=udids, priority=-10)
+        log.info("inventory refresh queued for %d device(s)", len(udids))
+        return len(udids)
+
+
+async def run_periodically(fn, interval: float, name: str) -> None:
+    while True:
+        try:
+            await asyncio.to_thread(fn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # keep the schedule alive through database trouble
+            log.warning("%s: %s", name, e)
+        await asyncio.sleep(interval)
