@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from app.db.engine import make_engine, make_sessionmaker
+from app.limits import RateLimiter
 from app.metrics import Metrics
 from app.pki_store import PKI, load_or_create
 from app.services.audit import AuditedJobs, AuditLog
@@ -162,6 +163,14 @@ class Container:
 
         return InventoryRefresh(self.sessions, self.commands, clock=self.clock,
                                 max_age=dt.timedelta(seconds=self.settings.inventory_max_age_seconds))
+
+    @cached_property
+    def device_limiter(self) -> RateLimiter:
+        return RateLimiter(self.settings.device_rate_per_second, self.settings.device_rate_burst)
+
+    @cached_property
+    def api_limiter(self) -> RateLimiter:
+        return RateLimiter(self.settings.token_rate_per_second, self.settings.token_rate_burst)
 
     def close(self) -> None:
         if "engine" in self.__dict__:

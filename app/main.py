@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from app.container import Container
 from app.errors import install_error_handlers
+from app.limits import install_limits
 from app.routes.enroll import make_enroll_router
 from app.routes.mdm import make_mdm_router
 from app.routes.scep import make_scep_router
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
                   description="Device management for a city's school iPads.")
     app.state.container = c
     install_error_handlers(app)
+    install_limits(app, settings)
     app.include_router(make_mdm_router(c))
     app.include_router(make_enroll_router(c))
     app.include_router(make_scep_router(lambda: c.scep, max_body=settings.max_scep_bytes))

@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     max_connect_bytes: int = 8 * 1024 * 1024
     max_scep_bytes: int = 64 * 1024
     max_plist_depth: int = 32
+    max_api_bytes: int = 1024 * 1024
+    request_timeout_seconds: float = 30.0
+    #: device requests per second per UDID (burst allows a whole command session); 0 = off
+    device_rate_per_second: float = 10.0
+    device_rate_burst: float = 60.0
+    #: API requests per second per token; 0 = off
+    token_rate_per_second: float = 50.0
+    token_rate_burst: float = 200.0
 
     # API
     #: a bootstrap admin token (only its hash is stored); empty = none

@@ -31,6 +31,8 @@ class Principal:
 
 
 def make_principal_dependency(container):
+    limiter = container.api_limiter
+
     async def principal(request: Request) -> Principal:
         header = request.headers.get("authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else None
@@ -41,6 +43,7 @@ def make_principal_dependency(container):
         info = await run_in_threadpool(container.tokens.resolve, token, container.clock())
         if info is None:
             raise Unauthorized("token is unknown or revoked")
+        limiter.check(info["name"])
         return Principal(info["name"], info["role"], tuple(info["schools"]) if info["schools"] else None)
 
     return principal

@@ -20,6 +20,7 @@ def make_mdm_router(container) -> APIRouter:
     settings = container.settings
     metrics = container.metrics
     header = settings.client_cert_header
+    limiter = container.device_limiter
 
     def credentials(request: Request) -> tuple[str | None, str | None]:
         """(Mdm-Signature, proxy client certificate); the latter only when configured."""
@@ -30,6 +31,7 @@ def make_mdm_router(container) -> APIRouter:
         auth = container.device_auth
         signer = auth.signer(creds[0], raw, creds[1])  # before parsing: unsigned bodies never reach the parser
         msg = parse_checkin(raw, max_bytes=settings.max_checkin_bytes, max_depth=settings.max_plist_depth)
+        limiter.check(msg.udid)
         if isinstance(msg, Authenticate):
             fp = auth.for_authenticate(msg.udid, signer)
         else:
@@ -42,6 +44,7 @@ def make_mdm_router(container) -> APIRouter:
         auth = container.device_auth
         signer = auth.signer(creds[0], raw, creds[1])
         report = parse_report(raw, max_bytes=settings.max_connect_bytes, max_depth=settings.max_plist_depth)
+        limiter.check(report.udid)
         auth.for_enrolled(report.udid, signer, allow_authenticated=False)
         out = container.connect.handle(report)
         metrics.reports.labels(report.status).inc()
