@@ -17,6 +17,7 @@ from app.services.clock import Clock, utcnow
 from app.services.commands import CommandService, TargetResolver
 from app.services.connect import ConnectService, ResultHandler
 from app.services.devices import DeviceQueries
+from app.services.encryption import EncryptingConnect
 from app.services.enrollment import EnrollmentService
 from app.services.events import EventingCheckin, EventingConnect
 from app.services.jobs import JobService
@@ -54,7 +55,7 @@ class Container:
         ca_files = (s.ca_cert_file, s.ca_key_file) if s.ca_cert_file and s.ca_key_file else None
         push_files = (s.apns_cert_file, s.apns_key_file) if s.apns_cert_file and s.apns_key_file else None
         return load_or_create(s.data_dir, org=s.org_name, public_url=s.public_url,
-                              ca_files=ca_files, push_files=push_files)
+                              ca_files=ca_files, push_files=push_files, signing_key=s.profile_signing_key)
 
     @cached_property
     def metrics(self) -> Metrics:
@@ -110,6 +111,7 @@ class Container:
     @cached_property
     def connect(self) -> EventingConnect:
         inner = ConnectService(self.queue, ResultHandler(self.inventory), clock=self.clock)
+        inner = EncryptingConnect(inner, self.profiles, self.checkin_store, self.certs, self.pki)
         return EventingConnect(inner, self.webhooks, self.jobs, clock=self.clock)
 
     @cached_property
@@ -145,7 +147,8 @@ class Container:
 
     @cached_property
     def profiles(self) -> ProfileService:
-        return ProfileService(self.sessions, self.pki, self.commands, clock=self.clock)
+        return ProfileService(self.sessions, self.pki, self.commands, clock=self.clock,
+                              encrypt_secrets=self.settings.encrypt_profiles_with_secrets)
 
     @cached_property
     def audit(self) -> AuditLog:

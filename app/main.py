@@ -12,6 +12,7 @@ from prometheus_client import generate_latest
 from sqlalchemy import text
 
 from app.container import Container
+from app.dashboard import STATIC_PATH, make_dashboard_router, static_files
 from app.errors import install_error_handlers
 from app.limits import install_limits
 from app.routes.enroll import make_enroll_router
@@ -56,6 +57,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     from app.api.router import make_api_router
 
     app.include_router(make_api_router(c), prefix="/api/v1")
+    app.include_router(make_dashboard_router(c))
+    app.mount(STATIC_PATH, static_files(), name="static")
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:

@@ -50,7 +50,7 @@ def load_identity(cert_path: Path, key_path: Path) -> Identity:
     from cryptography import x509
 
     certs = x509.load_pem_x509_certificates(cert_path.read_bytes())
-    key = pki.load_key(key_path.read_bytes())
+    key = pki.load_private_key(key_path.read_bytes())
     return Identity(certs[0], key, tuple(certs[1:]))
 
 
@@ -97,9 +97,17 @@ def _ensure(d: Path, stem: str, make) -> Identity:
     return ident
 
 
+def _signing_key(kind: str):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    # P-256 signs a profile in ~0.1 ms where RSA-2048 takes ~1 ms; both verify with openssl and iOS
+    return ec.generate_private_key(ec.SECP256R1()) if kind == "ec-p256" else pki.new_key(2048)
+
+
 def load_or_create(data_dir: Path, *, org: str, public_url: str,
                    ca_files: tuple[Path, Path] | None = None,
-                   push_files: tuple[Path, Path] | None = None) -> PKI:
+                   push_files: tuple[Path, Path] | None = None,
+                   signing_key: str = "ec-p256") -> PKI:
     d = Path(data_dir) / "pki"
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
@@ -109,7 +117,7 @@ def load_or_create(data_dir: Path, *, org: str, public_url: str,
             ca = load_identity(*ca_files)
         else:
             ca = _ensure(d, "ca", lambda: pki.create_ca(f"{org} Device CA", org))
-        signing = _ensure(d, "signing", lambda: pki.issue_signing_identity(ca, org))
+        signing = _ensure(d, "signing", lambda: pki.issue_signing_identity(ca, org, key=_signing_key(signing_key)))
         names, ips = _hosts(public_url)
         tls = _ensure(d, "tls", lambda: pki.issue_tls_server(ca, names, ips))
         push_ca = _ensure(d, "push-ca", lambda: pki.create_ca("schoolmdm development push CA", "schoolmdm development"))

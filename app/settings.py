@@ -43,8 +43,13 @@ class Settings(BaseSettings):
     ca_cert_file: Path | None = None
     ca_key_file: Path | None = None
     device_cert_days: int = 365
+    #: key of the profile-signing identity created on first start: ec-p256 (fast) or rsa-2048
+    profile_signing_key: str = Field("ec-p256", pattern="^(ec-p256|rsa-2048)$")
     #: accept the device certificate from this header set by a TLS-terminating proxy (off by default)
     client_cert_header: str | None = None
+
+    #: encrypt pushed profiles that carry secrets to each device's identity (EncryptedPayloadContent)
+    encrypt_profiles_with_secrets: bool = True
 
     # enrollment
     challenge_ttl_seconds: int = 3600

@@ -166,10 +166,10 @@ def issue_tls_server(ca: Identity, hostnames: list[str], ips: list[str], days: i
     )
 
 
-def issue_signing_identity(ca: Identity, org: str, days: int = 1825) -> Identity:
+def issue_signing_identity(ca: Identity, org: str, days: int = 1825, key=None) -> Identity:
     return issue_identity(
         ca, f"{org} Profile Signing", org=org,
-        eku=[ExtendedKeyUsageOID.CODE_SIGNING, ExtendedKeyUsageOID.EMAIL_PROTECTION], days=days,
+        eku=[ExtendedKeyUsageOID.CODE_SIGNING, ExtendedKeyUsageOID.EMAIL_PROTECTION], days=days, key=key,
     )
 
 
@@ -217,6 +217,22 @@ def load_cert(data: bytes) -> x509.Certificate:
         return x509.load_der_x509_certificate(data)
     except ValueError as e:
         raise ParseError(f"not a certificate: {e}") from None
+
+
+def load_private_key(data: bytes, password: bytes | None = None):
+    """An RSA or EC private key (PEM or DER)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            key = serialization.load_pem_private_key(data, password)
+        else:
+            key = serialization.load_der_private_key(data, password)
+    except (ValueError, TypeError) as e:
+        raise ParseError(f"not a private key: {e}") from None
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        raise ParseError("only RSA and EC keys are supported")
+    return key
 
 
 def load_key(data: bytes, password: bytes | None = None) -> rsa.RSAPrivateKey:

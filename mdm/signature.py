@@ -30,7 +30,7 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -64,6 +64,12 @@ _DIGEST_OIDS = {
     _oid("2.16.840.1.101.3.4.2.1"): "sha256",
     _oid("2.16.840.1.101.3.4.2.2"): "sha384",
     _oid("2.16.840.1.101.3.4.2.3"): "sha512",
+}
+_ECDSA_WITH = {  # ecdsa-with-SHA* -> the digest it implies (profile signers may use P-256 keys)
+    _oid("1.2.840.10045.4.1"): "sha1",
+    _oid("1.2.840.10045.4.3.2"): "sha256",
+    _oid("1.2.840.10045.4.3.3"): "sha384",
+    _oid("1.2.840.10045.4.3.4"): "sha512",
 }
 _RSA_WITH = {  # sha*WithRSAEncryption -> the digest it implies
     _oid("1.2.840.113549.1.1.5"): "sha1",
@@ -197,7 +203,7 @@ def _parse_der(d: bytes, error: type[MDMError]) -> SignedParts:
     if not 2 <= len(rest) <= 3 or rest[1][0] != 0x04 or (len(rest) == 3 and rest[2][0] != 0xA1):
         raise _NotDer("malformed SignerInfo")
     sig_oid = _alg(d, rest[0])
-    if sig_oid != _OID_RSA and _RSA_WITH.get(sig_oid) != digest:
+    if sig_oid != _OID_RSA and _RSA_WITH.get(sig_oid) != digest and _ECDSA_WITH.get(sig_oid) != digest:
         raise error(f"unsupported signature algorithm {_dotted(sig_oid)} with digest {digest}")
     signature = d[rest[1][2] : rest[1][3]]
 
@@ -264,16 +270,22 @@ def sid_matches(parts: SignedParts, cert_der: bytes) -> bool:
 def check_signature(
     parts: SignedParts, content: bytes, public_key: rsa.RSAPublicKey, *, error: type[MDMError] = CertAuthError
 ) -> None:
-    """Check messageDigest (if signed attributes) and the RSA signature over ``content``."""
+    """Check messageDigest (if signed attributes) and the signature over ``content``.
+
+    RSA PKCS#1 v1.5 (devices, and RSA profile signers) or ECDSA (P-256 profile signers).
+    """
     algorithm = HASHES[parts.digest]
+    scheme = (_PKCS1, algorithm) if isinstance(public_key, rsa.RSAPublicKey) else (ec.ECDSA(algorithm),)
+    if not isinstance(public_key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        raise error("signer key is neither RSA nor EC")
     try:
         if parts.signed_attrs is None:
-            public_key.verify(parts.signature, content, _PKCS1, algorithm)
+            public_key.verify(parts.signature, content, *scheme)
             return
         digest = hashlib.new(parts.digest, content).digest()
         if not hmac.compare_digest(digest, parts.message_digest or b""):
             raise error("message digest mismatch: body does not match the signature")
-        public_key.verify(parts.signature, parts.signed_attrs, _PKCS1, algorithm)
+        public_key.verify(parts.signature, parts.signed_attrs, *scheme)
     except InvalidSignature:
         what = "signed attributes" if parts.signed_attrs is not None else "body"
         raise error(f"invalid signature over the {what}") from None

@@ -14,7 +14,7 @@ from typing import Callable
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from mdm.errors import ParseError
@@ -59,8 +59,8 @@ def unsign_profile(der: bytes) -> tuple[bytes, list[x509.Certificate]]:
         key = certs[0].public_key()
     except Exception as e:  # hostile DER raises ValueError, UnsupportedAlgorithm, ...
         raise ParseError(f"signed profile carries a malformed certificate: {type(e).__name__}") from None
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise ParseError("profile signer does not use an RSA key")
+    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        raise ParseError("profile signer uses neither an RSA nor an EC key")
     check_signature(parts, parts.content, key, error=ParseError)
     return parts.content, certs
 

@@ -61,6 +61,9 @@ class Device(Base):
     last_seen_at: Mapped[dt.datetime | None] = mapped_column(TS)
     last_push_at: Mapped[dt.datetime | None] = mapped_column(TS)
     last_push_status: Mapped[str | None] = mapped_column(String(64))
+    #: blueprint version last pushed to this device, and when its set-up was confirmed (DeviceConfigured)
+    blueprint_version: Mapped[int | None] = mapped_column(Integer)
+    configured_at: Mapped[dt.datetime | None] = mapped_column(TS)
     created_at: Mapped[dt.datetime] = mapped_column(TS)
 
 
@@ -81,6 +84,11 @@ class Command(Base):
     request_type: Mapped[str] = mapped_column(String(64))
     body: Mapped[bytes] = mapped_column(LargeBinary)  # the exact plist served
     profile_id: Mapped[int | None] = mapped_column(ForeignKey("profiles.id"))
+    #: an InstallProfile whose PayloadContent is encrypted per device at delivery (carries secrets)
+    encrypt: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    #: the blueprint item this command applies (see DeviceItem), recorded when acknowledged
+    item_key: Mapped[str | None] = mapped_column(String(255))
+    item_hash: Mapped[str | None] = mapped_column(String(64))
     job_id: Mapped[str | None] = mapped_column(String(64), index=True)
     created_by: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(TS)
@@ -155,6 +163,45 @@ class Profile(Base):
     __table_args__ = (UniqueConstraint("identifier", "version", name="uq_profiles_identifier_version"),)
 
 
+class BlueprintVersion(Base):
+    """A school's merged blueprint as imported, one row per version."""
+
+    __tablename__ = "blueprints"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    merged: Mapped[str] = mapped_column(Text)  # JSON of the validated, merged blueprint
+    sources: Mapped[str] = mapped_column(Text)  # JSON {file name: YAML text} it came from
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(TS)
+    __table_args__ = (UniqueConstraint("school_id", "version", name="uq_blueprints_school_version"),)
+
+
+class DeviceApp(Base):
+    """Apps on a device, from InstalledApplicationList or acknowledged InstallApplication."""
+
+    __tablename__ = "device_apps"
+    udid: Mapped[str] = mapped_column(ForeignKey("devices.udid"), primary_key=True)
+    identifier: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    version: Mapped[str | None] = mapped_column(String(64))
+    managed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    source: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[dt.datetime] = mapped_column(TS)
+
+
+class DeviceItem(Base):
+    """A blueprint item (an app install or removal, a Settings command) acknowledged by a device,
+    with the hash of the command that did it: a push re-sends only what differs."""
+
+    __tablename__ = "device_items"
+    udid: Mapped[str] = mapped_column(ForeignKey("devices.udid"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)  # app:<key> | settings:school | settings:name
+    content_hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[dt.datetime] = mapped_column(TS)
+
+
 class DeviceProfile(Base):
     """What a device has installed, as far as we know (acknowledged or listed)."""
 
@@ -189,6 +236,7 @@ class IssuedCertificate(Base):
     udid: Mapped[str | None] = mapped_column(String(64), index=True)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(TS)
     revoked_reason: Mapped[str | None] = mapped_column(String(64))
+    cert_der: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class ApiToken(Base):

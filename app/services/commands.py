@@ -74,7 +74,7 @@ class CommandService:
     def enqueue(self, command: Command, target: Target, *, actor: str | None = None, priority: int = 0,
                 job_id: str | None = None, expires_at: dt.datetime | None = None,
                 profile_id: int | None = None, push: bool = True, job: dict | None = None,
-                udids: list[str] | None = None) -> Enqueued:
+                udids: list[str] | None = None, encrypt: bool = False) -> Enqueued:
         """Queue ``command`` for the target's enrolled devices (and record ``job`` with it).
 
         ``udids``, when given, are the already-resolved devices of ``target``.
@@ -88,7 +88,7 @@ class CommandService:
         if udids or job is not None:
             self.queue.enqueue(command_uuid=command.command_uuid, request_type=command.request_type, body=body,
                                udids=udids, now=now, priority=priority, job_id=job_id, created_by=actor,
-                               expires_at=expires_at, profile_id=profile_id, job=job)
+                               expires_at=expires_at, profile_id=profile_id, job=job, encrypt=encrypt)
             if push:
                 self.pushes.request(udids, now)
         log.info("queued %s %s for %d device(s) (%s) by %s", command.request_type, command.command_uuid,

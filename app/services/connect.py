@@ -38,7 +38,7 @@ class ConnectService:
         now = self.clock()
         outcome, nxt = self.queue.report_and_next(report.udid, report, now)
         if outcome.command_uuid and not outcome.duplicate and outcome.status == "acknowledged":
-            self.results.apply(report.udid, outcome.request_type, report, now)
+            self.results.apply(report.udid, outcome, report, now)
         return ConnectResult(outcome, nxt)
 
     def handle(self, report: Report) -> bytes:
@@ -51,7 +51,10 @@ class ResultHandler:
     def __init__(self, inventory) -> None:
         self.inventory = inventory
 
-    def apply(self, udid: str, request_type: str | None, report: Report, now) -> None:
+    def apply(self, udid: str, outcome: ReportOutcome, report: Report, now) -> None:
+        if outcome.item_key:
+            self.inventory.item_applied(udid, outcome.item_key, outcome.item_hash, now)
+        request_type = outcome.request_type
         result = report.result()
         if request_type == "DeviceInformation":
             info = result.get("QueryResponses")
@@ -63,9 +66,21 @@ class ResultHandler:
                 self.inventory.replace_profile_list(udid, [i for i in items if isinstance(i, dict)], now)
         elif request_type == "InstallProfile":
             self.inventory.profile_acknowledged(udid, report.command_uuid, now)
-        elif request_type == "RemoveProfile":
+        elif request_type == "InstalledApplicationList":
+            items = result.get("InstalledApplicationList")
+            if isinstance(items, list):
+                self.inventory.replace_apps(udid, [i for i in items if isinstance(i, dict)], now)
+        elif request_type in ("RemoveProfile", "InstallApplication", "RemoveApplication"):
             # reports do not echo the command: read the identifier from what we sent
-            body = self.inventory.command_body(report.command_uuid)
-            ident = plist.loads_dict(body).get("Command", {}).get("Identifier") if body else None
-            if isinstance(ident, str):
+            ident = result.get("Identifier") if request_type == "InstallApplication" else None
+            if not isinstance(ident, str):
+                body = self.inventory.command_body(report.command_uuid)
+                ident = plist.loads_dict(body).get("Command", {}).get("Identifier") if body else None
+            if not isinstance(ident, str):
+                return
+            if request_type == "RemoveProfile":
                 self.inventory.profile_removed(udid, ident)
+            elif request_type == "InstallApplication":
+                self.inventory.app_installed(udid, ident, now)
+            else:
+                self.inventory.app_removed(udid, ident)

@@ -36,12 +36,12 @@ class JobService(SQLStore):
 
     def submit(self, command: MDMCommand, target: Target, *, actor: str, kind: str = "command",
                priority: int = 0, expires_at: dt.datetime | None = None, profile_id: int | None = None,
-               udids: list[str] | None = None) -> dict:
+               udids: list[str] | None = None, encrypt: bool = False) -> dict:
         job = {"id": str(uuid.uuid4()), "kind": kind, "request_type": command.request_type,
                "target": target.describe()[:255], "school_id": target.school_id, "created_by": actor,
                "created_at": self.clock(), "expires_at": expires_at}
         self.commands.enqueue(command, target, actor=actor, priority=priority, expires_at=expires_at,
-                              profile_id=profile_id, job=job, udids=udids)
+                              profile_id=profile_id, job=job, udids=udids, encrypt=encrypt)
         return self.get(job["id"])
 
     def _counts(self, s, job_id: str) -> dict:

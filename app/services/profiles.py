@@ -15,6 +15,7 @@ from app.storage.sql_base import SQLStore
 from mdm import plist
 from mdm.commands import InstallProfile
 from mdm.errors import NotFound
+from profiles.secrets import has_secrets
 from profiles.signing import sign_profile
 
 log = logging.getLogger("schoolmdm.profiles")
@@ -31,11 +32,24 @@ class ProfileVersion:
 
 
 class ProfileService(SQLStore):
-    def __init__(self, sessions, pki, commands: CommandService, *, clock: Clock = utcnow) -> None:
+    def __init__(self, sessions, pki, commands: CommandService, *, clock: Clock = utcnow,
+                 encrypt_secrets: bool = True) -> None:
         super().__init__(sessions)
         self.pki = pki
         self.commands = commands
         self.clock = clock
+        self.encrypt_secrets = encrypt_secrets
+
+    def plist_of(self, profile_id: int) -> bytes:
+        with self.tx() as s:
+            body = s.execute(select(Profile.plist).where(Profile.id == profile_id)).scalar()
+        if body is None:
+            raise NotFound(f"no profile {profile_id}")
+        return body
+
+    def encrypts(self, profile_id: int) -> bool:
+        """Whether pushes of this profile are encrypted per device (it carries secrets)."""
+        return self.encrypt_secrets and has_secrets(plist.loads(self.plist_of(profile_id)))
 
     def store(self, *, school_id: str | None, role: str | None, name: str, payload: dict,
               content_hash: str | None = None) -> ProfileVersion:
@@ -114,7 +128,8 @@ class ProfileService(SQLStore):
         cmd = InstallProfile(params={"Payload": p["signed"]})
         if not udids:
             return Enqueued(cmd.command_uuid, "InstallProfile", 0)
-        return self.commands.enqueue(cmd, Target(udids=tuple(udids)), actor=actor, profile_id=profile_id)
+        return self.commands.enqueue(cmd, target, actor=actor, profile_id=profile_id, udids=udids,
+                                     encrypt=self.encrypts(profile_id))
 
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from app.services.clock import Clock, utcnow
 from app.services.enrollment import hash_secret
@@ -57,6 +58,7 @@ class DeviceScepService:
         self.certs.record_issued(
             fingerprint=fp, serial_number=format(cert.serial_number, "x"), subject=cert.subject.rfc4514_string(),
             school_id=school_id, issued_at=now, not_after=cert.not_valid_after_utc,
+            cert_der=cert.public_bytes(Encoding.DER),
         )
         if old_fp:
             udid = self.inventory.rebind_certificate(old_fp, fp)

@@ -27,6 +27,22 @@ class NextCommand:
     command_uuid: str
     request_type: str
     body: bytes
+    profile_id: int | None = None
+    encrypt: bool = False  # encrypt the profile for this device before sending
+
+
+@dataclass(frozen=True)
+class QueuedCommand:
+    """One command body for a set of devices (one element of a batch enqueue)."""
+
+    command_uuid: str
+    request_type: str
+    body: bytes
+    udids: Sequence[str]
+    profile_id: int | None = None
+    encrypt: bool = False
+    item_key: str | None = None
+    item_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,8 @@ class ReportOutcome:
     request_type: str | None
     status: str | None  # the new queue status, None for Idle
     duplicate: bool = False
+    item_key: str | None = None
+    item_hash: str | None = None
 
 
 class CheckinStore(Protocol):
@@ -52,6 +70,9 @@ class CommandQueue(Protocol):
                 now: dt.datetime, priority: int = 0, job_id: str | None = None,
                 created_by: str | None = None, expires_at: dt.datetime | None = None,
                 profile_id: int | None = None, job: dict | None = None) -> int: ...
+    def enqueue_batch(self, items: Sequence[QueuedCommand], *, now: dt.datetime, priority: int = 0,
+                      created_by: str | None = None, expires_at: dt.datetime | None = None,
+                      job: dict | None = None) -> int: ...
     def report_and_next(self, udid: str, report: Report, now: dt.datetime) -> tuple[ReportOutcome, NextCommand | None]: ...
     def cancel(self, udid: str | None, command_uuid: str, now: dt.datetime) -> int: ...
 
@@ -69,6 +90,7 @@ class ChallengeStore(Protocol):
 
 class CertificateStore(Protocol):
     def record_issued(self, *, fingerprint: str, serial_number: str, subject: str, school_id: str | None,
-                      issued_at: dt.datetime, not_after: dt.datetime, udid: str | None = None) -> None: ...
+                      issued_at: dt.datetime, not_after: dt.datetime, udid: str | None = None,
+                      cert_der: bytes | None = None) -> None: ...
     def lookup(self, fingerprint: str) -> dict | None: ...
     def revoke_for_device(self, udid: str, reason: str, now: dt.datetime) -> int: ...

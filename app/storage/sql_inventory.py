@@ -7,7 +7,7 @@ import json
 
 from sqlalchemy import delete, insert, select, update
 
-from app.db.models import Command, Device, DeviceProfile, IssuedCertificate, Profile, School
+from app.db.models import Command, Device, DeviceApp, DeviceItem, DeviceProfile, IssuedCertificate, Profile, School
 from app.storage.sql_base import SQLStore, dumps_json
 
 
@@ -58,6 +58,45 @@ class SQLInventoryStore(SQLStore):
         with self.tx() as s:
             s.execute(delete(DeviceProfile).where(DeviceProfile.udid == udid, DeviceProfile.identifier == identifier))
 
+    def replace_apps(self, udid: str, items: list[dict], now: dt.datetime) -> None:
+        """InstalledApplicationList: what is on the device now."""
+        rows = {}
+        for it in items:
+            ident = it.get("Identifier")
+            if isinstance(ident, str) and ident:
+                rows[ident] = {"udid": udid, "identifier": ident, "name": _s(it.get("Name")),
+                               "version": _s(it.get("ShortVersion") or it.get("Version")),
+                               "managed": bool(it.get("IsManaged", False)) if isinstance(it.get("IsManaged"), bool)
+                               else False, "source": "InstalledApplicationList", "updated_at": now}
+        with self.tx() as s:
+            managed = set(s.execute(select(DeviceApp.identifier).where(DeviceApp.udid == udid,
+                                                                       DeviceApp.managed.is_(True))).scalars())
+            s.execute(delete(DeviceApp).where(DeviceApp.udid == udid))
+            for ident in managed & rows.keys():
+                rows[ident]["managed"] = True
+            if rows:
+                s.execute(insert(DeviceApp), list(rows.values()))
+
+    def app_installed(self, udid: str, identifier: str, now: dt.datetime) -> None:
+        with self.tx() as s:
+            s.execute(delete(DeviceApp).where(DeviceApp.udid == udid, DeviceApp.identifier == identifier))
+            s.execute(insert(DeviceApp).values(udid=udid, identifier=identifier, managed=True,
+                                               source="InstallApplication", updated_at=now))
+
+    def app_removed(self, udid: str, identifier: str) -> None:
+        with self.tx() as s:
+            s.execute(delete(DeviceApp).where(DeviceApp.udid == udid, DeviceApp.identifier == identifier))
+
+    def item_applied(self, udid: str, key: str, content_hash: str | None, now: dt.datetime) -> None:
+        """A blueprint item was acknowledged (``app:-`` removal items delete the install record)."""
+        with self.tx() as s:
+            if key.startswith("app-removed:"):
+                s.execute(delete(DeviceItem).where(DeviceItem.udid == udid,
+                                                   DeviceItem.key == "app:" + key[len("app-removed:"):]))
+                return
+            s.execute(delete(DeviceItem).where(DeviceItem.udid == udid, DeviceItem.key == key))
+            s.execute(insert(DeviceItem).values(udid=udid, key=key, content_hash=content_hash or "", updated_at=now))
+
     def command_body(self, command_uuid: str) -> bytes | None:
         with self.tx() as s:
             return s.execute(select(Command.body).where(Command.uuid == command_uuid)).scalar()
@@ -94,6 +133,10 @@ class SQLSchoolStore(SQLStore):
     def list(self) -> list[dict]:
         with self.tx() as s:
             return [{"id": sc.id, "name": sc.name} for sc in s.execute(select(School).order_by(School.id)).scalars()]
+
+
+def _s(v) -> str | None:
+    return v if isinstance(v, str) else None
 
 
 def loads_json(text: str | None):

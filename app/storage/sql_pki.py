@@ -36,11 +36,12 @@ class SQLChallengeStore(SQLStore):
 
 class SQLCertificateStore(SQLStore):
     def record_issued(self, *, fingerprint: str, serial_number: str, subject: str, school_id: str | None,
-                      issued_at: dt.datetime, not_after: dt.datetime, udid: str | None = None) -> None:
+                      issued_at: dt.datetime, not_after: dt.datetime, udid: str | None = None,
+                      cert_der: bytes | None = None) -> None:
         with self.tx() as s:
             s.execute(insert(IssuedCertificate).values(
                 fingerprint=fingerprint, serial_number=serial_number, subject=subject, school_id=school_id,
-                issued_at=issued_at, not_after=not_after, udid=udid))
+                issued_at=issued_at, not_after=not_after, udid=udid, cert_der=cert_der))
 
     def lookup(self, fingerprint: str) -> dict | None:
         with self.tx() as s:
@@ -48,7 +49,8 @@ class SQLCertificateStore(SQLStore):
             if row is None:
                 return None
             return {"fingerprint": row.fingerprint, "school_id": row.school_id, "udid": row.udid,
-                    "revoked_at": row.revoked_at, "not_after": _aware(row.not_after), "subject": row.subject}
+                    "revoked_at": row.revoked_at, "not_after": _aware(row.not_after), "subject": row.subject,
+                    "cert_der": row.cert_der}
 
     def revoke_for_device(self, udid: str, reason: str, now: dt.datetime) -> int:
         with self.tx() as s:

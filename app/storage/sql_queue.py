@@ -9,7 +9,7 @@ from typing import Sequence
 from sqlalchemy import and_, insert, select, update
 
 from app.db.models import Command, CommandEvent, Device, Job, QueueItem
-from app.storage.interfaces import NextCommand, ReportOutcome
+from app.storage.interfaces import NextCommand, QueuedCommand, ReportOutcome
 from app.storage.sql_base import SQLStore
 from mdm.commands import Report
 from mdm.errors import UnknownCommand
@@ -28,23 +28,34 @@ class SQLCommandQueue(SQLStore):
     def enqueue(self, *, command_uuid: str, request_type: str, body: bytes, udids: Sequence[str],
                 now: dt.datetime, priority: int = 0, job_id: str | None = None,
                 created_by: str | None = None, expires_at: dt.datetime | None = None,
-                profile_id: int | None = None, job: dict | None = None) -> int:
-        """Insert one command body and one queue row per device, set-based.
+                profile_id: int | None = None, job: dict | None = None, encrypt: bool = False,
+                item_key: str | None = None, item_hash: str | None = None) -> int:
+        """Insert one command body and one queue row per device, set-based."""
+        item = QueuedCommand(command_uuid, request_type, body, udids, profile_id, encrypt, item_key, item_hash)
+        return self.enqueue_batch([item], now=now, priority=priority, created_by=created_by,
+                                  expires_at=expires_at, job=job, job_id=job_id)
 
-        ``job`` (the row of a new bulk job) is written in the same transaction.
-        """
+    def enqueue_batch(self, items: Sequence[QueuedCommand], *, now: dt.datetime, priority: int = 0,
+                      created_by: str | None = None, expires_at: dt.datetime | None = None,
+                      job: dict | None = None, job_id: str | None = None) -> int:
+        """Several commands (each for its devices) and the job row, in one transaction."""
+        total = sum(len(i.udids) for i in items)
+        if job is not None:
+            job_id = job["id"]
         with self.tx() as s:
             if job is not None:
-                s.execute(insert(Job).values(total=len(udids), **job))
-            s.execute(insert(Command).values(
-                uuid=command_uuid, request_type=request_type, body=body, job_id=job_id,
-                created_by=created_by, created_at=now, expires_at=expires_at, profile_id=profile_id,
-            ))
-            rows = [{"udid": u, "command_uuid": command_uuid, "status": "queued", "priority": priority,
-                     "queued_at": now, "sent_count": 0} for u in udids]
-            for i in range(0, len(rows), INSERT_CHUNK):
-                s.execute(insert(QueueItem), rows[i : i + INSERT_CHUNK])
-        return len(udids)
+                s.execute(insert(Job).values(total=total, **job))
+            if items:
+                s.execute(insert(Command), [
+                    {"uuid": i.command_uuid, "request_type": i.request_type, "body": i.body, "job_id": job_id,
+                     "created_by": created_by, "created_at": now, "expires_at": expires_at,
+                     "profile_id": i.profile_id, "encrypt": i.encrypt, "item_key": i.item_key,
+                     "item_hash": i.item_hash} for i in items])
+            rows = [{"udid": u, "command_uuid": i.command_uuid, "status": "queued", "priority": priority,
+                     "queued_at": now, "sent_count": 0} for i in items for u in i.udids]
+            for k in range(0, len(rows), INSERT_CHUNK):
+                s.execute(insert(QueueItem), rows[k : k + INSERT_CHUNK])
+        return total
 
     def report_and_next(self, udid: str, report: Report, now: dt.datetime) -> tuple[ReportOutcome, NextCommand | None]:
         with self.tx() as s:
@@ -58,7 +69,8 @@ class SQLCommandQueue(SQLStore):
 
     def _record(self, s, udid: str, report: Report, now: dt.datetime) -> ReportOutcome:
         row = s.execute(
-            select(QueueItem.id, QueueItem.status, QueueItem.sent_count, Command.request_type)
+            select(QueueItem.id, QueueItem.status, QueueItem.sent_count, Command.request_type, Command.item_key,
+                   Command.item_hash)
             .join(Command, Command.uuid == QueueItem.command_uuid)
             .where(QueueItem.udid == udid, QueueItem.command_uuid == report.command_uuid)
             .with_for_update(of=QueueItem)
@@ -77,12 +89,14 @@ class SQLCommandQueue(SQLStore):
             values["error_chain"] = None
         s.execute(update(QueueItem).where(QueueItem.id == row.id).values(**values))
         s.execute(insert(CommandEvent).values(udid=udid, command_uuid=report.command_uuid, status=new, at=now))
-        return ReportOutcome(report.command_uuid, row.request_type, new)
+        return ReportOutcome(report.command_uuid, row.request_type, new, item_key=row.item_key,
+                             item_hash=row.item_hash)
 
     def _next(self, s, udid: str, statuses: tuple[str, ...], now: dt.datetime) -> NextCommand | None:
         while True:
             row = s.execute(
-                select(QueueItem.id, QueueItem.command_uuid, Command.request_type, Command.body, Command.expires_at)
+                select(QueueItem.id, QueueItem.command_uuid, Command.request_type, Command.body, Command.expires_at,
+                       Command.profile_id, Command.encrypt)
                 .join(Command, Command.uuid == QueueItem.command_uuid)
                 .where(QueueItem.udid == udid, QueueItem.status.in_(statuses))
                 .order_by(QueueItem.priority.desc(), QueueItem.id)
@@ -99,7 +113,7 @@ class SQLCommandQueue(SQLStore):
             s.execute(update(QueueItem).where(QueueItem.id == row.id)
                       .values(status="sent", sent_at=now, sent_count=QueueItem.sent_count + 1))
             s.execute(insert(CommandEvent).values(udid=udid, command_uuid=row.command_uuid, status="sent", at=now))
-            return NextCommand(row.command_uuid, row.request_type, row.body)
+            return NextCommand(row.command_uuid, row.request_type, row.body, row.profile_id, row.encrypt)
 
     def cancel(self, udid: str | None, command_uuid: str, now: dt.datetime) -> int:
         """Cancel what is still queued (not yet sent) for one device or every device."""

@@ -1,0 +1,32 @@
+"""Which profiles carry secrets, and masking them for display (diffs, logs, API output)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SECRET_KEYS = frozenset({"Password", "UserPassword", "PEAPPassword", "PayloadCertificatePassword",
+                         "Challenge", "PreSharedKey"})
+SECRET_PAYLOADS = frozenset({"com.apple.security.pkcs12"})
+MASK = "••••••"
+
+
+def has_secrets(obj: Any) -> bool:
+    """True when a profile (or any part of it) holds a password, a PSK or a private key."""
+    if isinstance(obj, dict):
+        if obj.get("PayloadType") in SECRET_PAYLOADS:
+            return True
+        return any(k in SECRET_KEYS or has_secrets(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(has_secrets(v) for v in obj)
+    return False
+
+
+def masked(obj: Any) -> Any:
+    """A copy with every secret value replaced (and private key material dropped)."""
+    if isinstance(obj, dict):
+        secret_payload = obj.get("PayloadType") in SECRET_PAYLOADS
+        return {k: (MASK if (k in SECRET_KEYS or (secret_payload and k == "PayloadContent")) else masked(v))
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [masked(v) for v in obj]
+    return obj
