@@ -168,6 +168,19 @@ class Container:
                                 max_age=dt.timedelta(seconds=self.settings.inventory_max_age_seconds))
 
     @cached_property
+    def blueprints(self):
+        from app.services.blueprints import BlueprintService
+
+        return BlueprintService(self.sessions, self.pki, clock=self.clock)
+
+    @cached_property
+    def blueprint_push(self):
+        from app.services.blueprint_push import BlueprintPush
+
+        return BlueprintPush(self.sessions, self.blueprints, self.queue, self.push_queue, clock=self.clock,
+                             encrypt_secrets=self.settings.encrypt_profiles_with_secrets)
+
+    @cached_property
     def device_limiter(self) -> RateLimiter:
         return RateLimiter(self.settings.device_rate_per_second, self.settings.device_rate_burst)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-SECRET_KEYS = frozenset({"Password", "UserPassword", "PEAPPassword", "PayloadCertificatePassword",
-                         "Challenge", "PreSharedKey"})
+SECRET_KEYS = frozenset(k.lower() for k in ("Password", "UserPassword", "PEAPPassword",
+                                             "PayloadCertificatePassword", "Challenge", "PreSharedKey",
+                                             "Secret", "EnrollToken", "pkcs12"))
 SECRET_PAYLOADS = frozenset({"com.apple.security.pkcs12"})
 MASK = "••••••"
 
@@ -15,7 +16,7 @@ def has_secrets(obj: Any) -> bool:
     if isinstance(obj, dict):
         if obj.get("PayloadType") in SECRET_PAYLOADS:
             return True
-        return any(k in SECRET_KEYS or has_secrets(v) for k, v in obj.items())
+        return any(str(k).lower() in SECRET_KEYS or has_secrets(v) for k, v in obj.items())
     if isinstance(obj, list):
         return any(has_secrets(v) for v in obj)
     return False
@@ -25,7 +26,8 @@ def masked(obj: Any) -> Any:
     """A copy with every secret value replaced (and private key material dropped)."""
     if isinstance(obj, dict):
         secret_payload = obj.get("PayloadType") in SECRET_PAYLOADS
-        return {k: (MASK if (k in SECRET_KEYS or (secret_payload and k == "PayloadContent")) else masked(v))
+        return {k: (MASK if (str(k).lower() in SECRET_KEYS and v is not None)
+                        or (secret_payload and k == "PayloadContent") else masked(v))
                 for k, v in obj.items()}
     if isinstance(obj, list):
         return [masked(v) for v in obj]

@@ -8,49 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 from typer.testing import CliRunner
 
 from app.container import Container
-from app.main import create_app
 from app.services.commands import Target
 from app.settings import get_settings
 from profiles.wifi_profile import wifi_psk_profile
 from simulator.fleet import Fleet
-from simulator.mock_apns import MockAPNsThread
-from tests.support.db import truncate_all
-from tests.support.live import LiveServer, free_socket
+from tests.support.world import running_world, wait_until
 
 N = 20
 
 
 @pytest.fixture
 def world(settings, data_dir):
-    pkidir = data_dir / "pki"
-    with MockAPNsThread(str(pkidir / "apns-server.pem"), str(pkidir / "apns-server.key"),
-                        str(pkidir / "push-ca.pem")) as apns_port:
-        sock = free_socket()
-        port = sock.getsockname()[1]
-        s = settings.model_copy(update={
-            "public_url": f"https://127.0.0.1:{port}", "apns_url": f"https://127.0.0.1:{apns_port}",
-            "apns_ca_file": pkidir / "push-ca.pem", "push_interval_seconds": 0.05})
-        c = Container(s)
-        truncate_all(c.engine)
-        app = create_app(s, container=c, background=True)
-        with LiveServer(app, sock, str(pkidir / "tls.pem"), str(pkidir / "tls.key")) as srv:
-            yield {"container": c, "server": srv, "apns": f"https://127.0.0.1:{apns_port}",
-                   "ca": str(pkidir / "ca.pem"), "push_ca": str(pkidir / "push-ca.pem"), "settings": s}
-        c.close()
-
-
-async def wait_until(pred, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+    with running_world(settings, data_dir) as w:
+        yield {"container": w.container, "server": w.server, "apns": w.apns, "ca": w.ca, "push_ca": w.push_ca,
+               "settings": w.settings}
 
 
 def test_twenty_ipads_enroll_and_install_the_school_wifi(world, monkeypatch):

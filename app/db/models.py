@@ -199,6 +199,7 @@ class DeviceItem(Base):
     udid: Mapped[str] = mapped_column(ForeignKey("devices.udid"), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)  # app:<key> | settings:school | settings:name
     content_hash: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(String(255))  # e.g. the bundle id an app install reported
     updated_at: Mapped[dt.datetime] = mapped_column(TS)
 
 

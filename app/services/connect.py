@@ -52,10 +52,12 @@ class ResultHandler:
         self.inventory = inventory
 
     def apply(self, udid: str, outcome: ReportOutcome, report: Report, now) -> None:
-        if outcome.item_key:
-            self.inventory.item_applied(udid, outcome.item_key, outcome.item_hash, now)
         request_type = outcome.request_type
         result = report.result()
+        if outcome.item_key:
+            ident = result.get("Identifier") if request_type == "InstallApplication" else None
+            self.inventory.item_applied(udid, outcome.item_key, outcome.item_hash, now,
+                                        ident if isinstance(ident, str) else None)
         if request_type == "DeviceInformation":
             info = result.get("QueryResponses")
             if isinstance(info, dict):

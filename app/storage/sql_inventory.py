@@ -87,7 +87,8 @@ class SQLInventoryStore(SQLStore):
         with self.tx() as s:
             s.execute(delete(DeviceApp).where(DeviceApp.udid == udid, DeviceApp.identifier == identifier))
 
-    def item_applied(self, udid: str, key: str, content_hash: str | None, now: dt.datetime) -> None:
+    def item_applied(self, udid: str, key: str, content_hash: str | None, now: dt.datetime,
+                     detail: str | None = None) -> None:
         """A blueprint item was acknowledged (``app:-`` removal items delete the install record)."""
         with self.tx() as s:
             if key.startswith("app-removed:"):
@@ -95,7 +96,8 @@ class SQLInventoryStore(SQLStore):
                                                    DeviceItem.key == "app:" + key[len("app-removed:"):]))
                 return
             s.execute(delete(DeviceItem).where(DeviceItem.udid == udid, DeviceItem.key == key))
-            s.execute(insert(DeviceItem).values(udid=udid, key=key, content_hash=content_hash or "", updated_at=now))
+            s.execute(insert(DeviceItem).values(udid=udid, key=key, content_hash=content_hash or "", detail=detail,
+                                                updated_at=now))
 
     def command_body(self, command_uuid: str) -> bytes | None:
         with self.tx() as s:

@@ -46,6 +46,7 @@ def upgrade() -> None:
     sa.Column('udid', sa.String(length=64), nullable=False),
     sa.Column('key', sa.String(length=255), nullable=False),
     sa.Column('content_hash', sa.String(length=64), nullable=False),
+    sa.Column('detail', sa.String(length=255), nullable=True),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['udid'], ['devices.udid'], name=op.f('fk_device_items_udid_devices')),
     sa.PrimaryKeyConstraint('udid', 'key', name=op.f('pk_device_items'))
