@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api import admin, commands, devices, schools
+from app.api import admin, blueprints, commands, devices, schools
 
 
 def make_api_router(c) -> APIRouter:
     r = APIRouter()
-    for module in (devices, commands, schools, admin):
+    for module in (devices, commands, schools, blueprints, admin):
         r.include_router(module.router(c))
     return r
