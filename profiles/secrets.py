@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 SECRET_KEYS = frozenset(k.lower() for k in ("Password", "UserPassword", "PEAPPassword",
@@ -22,13 +23,21 @@ def has_secrets(obj: Any) -> bool:
     return False
 
 
-def masked(obj: Any) -> Any:
+def _mask(value: Any, tell_changes: bool) -> str:
+    if not tell_changes:
+        return MASK
+    # a short, truncated digest only shows *that* a secret changed between two versions
+    raw = value if isinstance(value, bytes) else repr(value).encode()
+    return f"{MASK} ({hashlib.sha256(raw).hexdigest()[:6]})"
+
+
+def masked(obj: Any, *, tell_changes: bool = False) -> Any:
     """A copy with every secret value replaced (and private key material dropped)."""
     if isinstance(obj, dict):
         secret_payload = obj.get("PayloadType") in SECRET_PAYLOADS
-        return {k: (MASK if (str(k).lower() in SECRET_KEYS and v is not None)
-                        or (secret_payload and k == "PayloadContent") else masked(v))
+        return {k: _mask(v, tell_changes) if (str(k).lower() in SECRET_KEYS and v is not None)
+                or (secret_payload and k == "PayloadContent") else masked(v, tell_changes=tell_changes)
                 for k, v in obj.items()}
     if isinstance(obj, list):
-        return [masked(v) for v in obj]
+        return [masked(v, tell_changes=tell_changes) for v in obj]
     return obj

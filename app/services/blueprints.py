@@ -191,5 +191,5 @@ def _key(path: tuple) -> str:
 def profile_diff(old_plist: bytes | None, new_plist: bytes, label: str) -> str:
     """Unified diff of two profile versions as XML plists, secrets masked."""
     def text(b: bytes | None) -> list[str]:
-        return plist.dumps(masked(plist.loads(b))).decode().splitlines(keepends=True) if b else []
+        return plist.dumps(masked(plist.loads(b), tell_changes=True)).decode().splitlines(keepends=True) if b else []
     return "".join(difflib.unified_diff(text(old_plist), text(new_plist), f"{label} (old)", f"{label} (new)"))

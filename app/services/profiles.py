@@ -92,6 +92,14 @@ class ProfileService(SQLStore):
             raise NotFound(f"school {school_id!r} has no profile named {name!r}")
         return self.get(pid)
 
+    def versions(self, school_id: str, name: str, role: str | None) -> list[dict]:
+        with self.tx() as s:
+            q = select(Profile).where(Profile.school_id == school_id, Profile.name == name)
+            if role:
+                q = q.where(Profile.role == role)
+            return [{"id": p.id, "version": p.version, "identifier": p.identifier, "content_hash": p.content_hash,
+                     "created_at": p.created_at.isoformat()} for p in s.execute(q.order_by(Profile.version)).scalars()]
+
     def list(self, school_id: str | None = None) -> list[dict]:
         with self.tx() as s:
             q = select(Profile).order_by(Profile.school_id, Profile.name, Profile.role, Profile.version.desc())
