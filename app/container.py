@@ -181,6 +181,13 @@ class Container:
                              encrypt_secrets=self.settings.encrypt_profiles_with_secrets)
 
     @cached_property
+    def retention(self):
+        from app.services.retention import Retention
+
+        return Retention(self.sessions, command_days=self.settings.command_retention_days,
+                         webhook_days=self.settings.webhook_retention_days, clock=self.clock)
+
+    @cached_property
     def device_limiter(self) -> RateLimiter:
         return RateLimiter(self.settings.device_rate_per_second, self.settings.device_rate_burst)
 

@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         tasks = []
-        if background:
+        if background and settings.background:
             from app.background import start_background
 
             tasks = await start_background(c)

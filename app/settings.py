@@ -54,11 +54,19 @@ class Settings(BaseSettings):
     # enrollment
     challenge_ttl_seconds: int = 3600
 
+    #: run background work (pushes, webhooks, schedules) inside ``serve``; false on HTTP-only instances
+    background: bool = True
+
     # scheduled work
     #: re-read DeviceInformation, ProfileList and InstalledApplicationList when older than this
     inventory_max_age_seconds: int = 24 * 3600
     #: how often the scheduler looks for stale inventory (0 = never)
     inventory_interval_seconds: float = 300.0
+
+    #: delete finished command history older than this (0 = keep forever)
+    command_retention_days: int = 180
+    webhook_retention_days: int = 30
+    retention_interval_seconds: float = 3600.0
 
     # limits
     max_checkin_bytes: int = 256 * 1024

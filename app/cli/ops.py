@@ -32,6 +32,28 @@ def register(app: typer.Typer) -> None:
         uvicorn.run("app.main:create_app", factory=True, host=host or s.host, port=port or s.port,
                     workers=workers, log_level=s.log_level.lower(), access_log=False, **ssl)
 
+    @app.command("worker")
+    @handle_errors
+    def worker() -> None:
+        """Run background work only (pushes, webhooks, inventory refresh, retention); scale it apart from serve."""
+        import signal
+
+        from app.background import run_worker
+
+        c = container()
+        _logging(c.settings.log_level)
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            logging.getLogger("schoolmdm").info("worker started")
+            await run_worker(c, stop)
+
+        asyncio.run(main())
+        c.close()
+
     @app.command("mock-apns")
     @handle_errors
     def mock_apns(host: str = "127.0.0.1", port: int = 2197) -> None:
