@@ -8,9 +8,14 @@ subject, and every check-in and report is signed (``Mdm-Signature``).
 
 from __future__ import annotations
 
+import asyncio
+
 import base64
 import datetime as dt
 import hashlib
+import math
+import time
+from array import array
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +60,55 @@ class SimulatorError(MDMError):
         self.status = status
 
 
+class LatencyRecorder:
+    """Wall time of every HTTP request by label ("PUT /mdm/connect"), for benchmarks.
+
+    Keeps each sample (8 bytes), so it is opt-in (``ClientStats(latency=LatencyRecorder())``);
+    ``reset()`` starts a new measurement phase. Times are ``time.perf_counter()`` seconds and
+    include waiting for a pooled connection and the client's own event-loop delays.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.samples: dict[str, array] = {}
+        self.first_start: float | None = None
+        self.last_end: float | None = None
+
+    def record(self, label: str, start: float, end: float) -> None:
+        a = self.samples.get(label)
+        if a is None:
+            a = self.samples[label] = array("d")
+        a.append(end - start)
+        if self.first_start is None or start < self.first_start:
+            self.first_start = start
+        if self.last_end is None or end > self.last_end:
+            self.last_end = end
+
+    @property
+    def count(self) -> int:
+        return sum(len(a) for a in self.samples.values())
+
+    @staticmethod
+    def percentiles(values, ps: tuple[float, ...] = (50, 95, 99)) -> dict:
+        """Nearest-rank percentiles in milliseconds: {"count", "p50", ..., "max"}."""
+        v = sorted(values)
+        out: dict = {"count": len(v)}
+        for p in ps:
+            out[f"p{p:g}"] = round(v[max(0, math.ceil(len(v) * p / 100) - 1)] * 1000, 2) if v else None
+        out["max"] = round(v[-1] * 1000, 2) if v else None
+        return out
+
+    def summary(self) -> dict:
+        """{"all": {...}, "by_request": {label: {...}}} with count, p50/p95/p99 and max in ms."""
+        every = array("d")
+        for a in self.samples.values():
+            every.extend(a)
+        return {"all": self.percentiles(every),
+                "by_request": {k: self.percentiles(a) for k, a in sorted(self.samples.items())}}
+
+
 @dataclass
 class ClientStats:
     """Counters shared by the clients of a fleet."""
@@ -65,6 +119,8 @@ class ClientStats:
     http_errors: Counter = field(default_factory=Counter)  # "PUT /mdm/connect 500" -> n
     errors: Counter = field(default_factory=Counter)  # stage -> n
     error_samples: deque = field(default_factory=lambda: deque(maxlen=20))
+    latency: LatencyRecorder | None = None  # per-request wall times, when a benchmark asks
+    report_retries: int = 0  # reports sent again after a transport failure or 5xx
 
     def note_error(self, stage: str, message: str) -> None:
         self.errors[stage] += 1
@@ -162,8 +218,11 @@ class DeviceClient:
 
     def __init__(self, device: VirtualIPad, http: httpx.AsyncClient, *, keys: KeyPool | None = None,
                  signatures: SignatureCache | None = None, stats: ClientStats | None = None,
-                 max_commands: int = MAX_COMMANDS_PER_SESSION) -> None:
+                 max_commands: int = MAX_COMMANDS_PER_SESSION, report_retries: int = 6,
+                 retry_backoff: float = 0.25) -> None:
         self.device = device
+        self.report_retries = report_retries
+        self.retry_backoff = retry_backoff
         self.http = http
         self.keys = keys or KeyPool(1)
         self.signatures = signatures or SignatureCache()
@@ -174,11 +233,16 @@ class DeviceClient:
     async def _request(self, stage: str, method: str, url: str, **kw) -> httpx.Response:
         label = f"{method} {urlsplit(url).path}"
         self.stats.requests[label] += 1
+        latency = self.stats.latency
+        t0 = time.perf_counter()
         try:
             r = await self.http.request(method, url, **kw)
         except httpx.HTTPError as e:
             self.stats.http_errors[f"{label} {type(e).__name__}"] += 1
             raise SimulatorError(f"{label}: {type(e).__name__}: {e}", stage=stage) from None
+        finally:
+            if latency is not None:
+                latency.record(label, t0, time.perf_counter())
         if r.status_code != 200:
             self.stats.http_errors[f"{label} {r.status_code}"] += 1
             raise SimulatorError(f"{label} answered {r.status_code}: {r.text[:200]}", stage=stage,
@@ -265,7 +329,7 @@ class DeviceClient:
         self.stats.sessions += 1
         body, cached, done = d.idle_report(), True, 0
         while True:
-            reply = await self._put_signed("connect", d.server_url, body, CONNECT_TYPE, cached=cached)
+            reply = await self._put_report(d.server_url, body, cached)
             if not d.enrolled:  # erased: the wipe starts once the acknowledgement is out
                 return done
             if not reply.strip():
@@ -277,6 +341,22 @@ class DeviceClient:
             except MDMError as e:
                 raise SimulatorError(f"server reply is not a command: {e.message}", stage="connect") from None
             done += 1
+
+    async def _put_report(self, url: str, body: bytes, cached: bool) -> bytes:
+        """PUT a report; like iOS, send the same report again when the server is unreachable or
+        answers 5xx (so a result is never lost and a command never re-run because of it)."""
+        delay = self.retry_backoff
+        for attempt in range(self.report_retries + 1):
+            try:
+                return await self._put_signed("connect", url, body, CONNECT_TYPE, cached=cached)
+            except SimulatorError as e:
+                transient = e.status is None or e.status >= 500 or e.status == 429
+                if not transient or attempt == self.report_retries:
+                    raise
+                self.stats.report_retries += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
 
     async def checkout(self) -> None:
         """Remove the MDM profile: CheckOut (CheckOutWhenRemoved), then forget the identity."""

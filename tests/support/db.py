@@ -27,25 +27,48 @@ def _pg_url(url: str) -> str:
     return url
 
 
+LOCAL_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database (DATABASE_URL's server, or the local one); skip if none."""
+    import pytest
+
+    base = os.environ.get("DATABASE_URL")
+    base = _pg_url(base) if base and base.startswith("postgres") else LOCAL_PG
+    try:
+        create_engine(base).connect().close()
+    except Exception as e:  # no server here: the test cannot run
+        pytest.skip(f"needs PostgreSQL ({type(e).__name__})")
+    with _pg_fresh(base) as url:
+        yield url
+
+
+@contextmanager
+def _pg_fresh(base: str) -> Iterator[str]:
+    name = f"schoolmdm_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
 @contextmanager
 def fresh_database(tmp_dir) -> Iterator[str]:
     """Yield the URL of an empty database with the real migrations applied."""
     base = os.environ.get("DATABASE_URL")
     if base and base.startswith("postgres"):
-        base = _pg_url(base)
-        name = f"schoolmdm_test_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(base, isolation_level="AUTOCOMMIT")
-        with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(base).set(database=name).render_as_string(hide_password=False)
-        try:
-            upgrade(url)
+        with _pg_fresh(_pg_url(base)) as url:
             yield url
-        finally:
-            with admin.connect() as c:
-                c.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-                c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-            admin.dispose()
     else:
         url = f"sqlite:///{tmp_dir}/schoolmdm-test.db"
         upgrade(url)
