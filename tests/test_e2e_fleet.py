@@ -75,10 +75,13 @@ def test_twenty_ipads_enroll_and_install_the_school_wifi(world, monkeypatch):
         assert set(shown) == {ident, f"org.schoolmdm.enroll.{school}"}
         assert shown[ident]["source"] == "ProfileList" and shown[ident]["content_hash"] == pv.content_hash
 
-    # the CLI reports it too
+    # the CLI reports it too, through the API of the live server (TLS verified with the data dir's CA)
     s = world["settings"]
     monkeypatch.setenv("SCHOOLMDM_DATA_DIR", str(s.data_dir))
     monkeypatch.setenv("SCHOOLMDM_DATABASE_URL", s.database_url)
+    monkeypatch.setenv("SCHOOLMDM_API_URL", world["server"].url)
+    monkeypatch.setenv("SCHOOLMDM_API_TOKEN", c.tokens.create("e2e-desk", "support", None, c.clock()))
+    monkeypatch.delenv("SCHOOLMDM_API_CA_FILE", raising=False)
     get_settings.cache_clear()
     from app.cli.main import app as cli
 

@@ -9,13 +9,16 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from app.cli.apiclient import ApiClient, CaFileOpt, JsonOpt, ServerOpt, TokenOpt, connect, path
-from app.cli.common import (EXIT_ERROR, EXIT_JOB_FAILED, CliError, console, err_console, error_line,
-                            handle_errors, print_json, say, table)
+from app.cli.common import (EXIT_ERROR, EXIT_JOB_FAILED, EXIT_UNAVAILABLE, CliError, console, err_console,
+                            error_line, handle_errors, print_json, say, table)
 
 app = typer.Typer(no_args_is_help=True)
 
 #: seconds between two polls of ``GET /api/v1/jobs/{id}`` while following a job
 POLL_SECONDS = 0.5
+
+#: how long following a job tolerates an unreachable server before giving up (exit code 5)
+UNREACHABLE_GRACE = 30.0
 
 WaitOpt = typer.Option(None, "--timeout", min=0, help="stop waiting after this many seconds (exit code 1)")
 
@@ -44,7 +47,7 @@ def _bar(job: dict) -> dict:
 
 def follow(api: ApiClient, job: dict, *, timeout: float | None = None) -> dict:
     """Poll the job until it is no longer running, with a live progress bar on stderr; the final job."""
-    started = time.monotonic()
+    started = last_ok = time.monotonic()
     label = f"{job['request_type']} {job['id'][:8]}"
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), console=err_console) as bar:
@@ -56,7 +59,14 @@ def follow(api: ApiClient, job: dict, *, timeout: float | None = None) -> dict:
                                    f"({counts_line(job)}); follow it with 'schoolmdm jobs show {job['id']} --follow'",
                                    EXIT_ERROR)
                 time.sleep(POLL_SECONDS)
-                job = api.get(path("jobs", job["id"]))
+                try:
+                    job = api.get(path("jobs", job["id"]))
+                    last_ok = time.monotonic()
+                except CliError as e:  # a server restart should not end a long wait
+                    if e.exit_code != EXIT_UNAVAILABLE or time.monotonic() - last_ok > UNREACHABLE_GRACE:
+                        raise
+                    bar.update(task, counts=f"{counts_line(job)} (server unreachable, retrying)")
+                    continue
                 bar.update(task, **_bar(job))
         except KeyboardInterrupt:
             raise CliError(f"stopped following; job {job['id']} goes on on the server "

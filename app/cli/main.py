@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from app.cli import admin, devices, jobs, ops, queue
+from app.cli import admin, blueprints, demo, devices, jobs, ops, queue
 
 app = typer.Typer(help="schoolmdm: device management for a city's school iPads.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -19,8 +19,11 @@ app.add_typer(admin.tokens, name="tokens", help="API tokens (API, admin).")
 queue.register(app)
 # local, on the server box
 app.add_typer(admin.schools, name="schools", help="Schools and their enrollment URLs (local).")
+app.add_typer(blueprints.blueprint, name="blueprint", help="School blueprints: check, import, show, diff, push (local).")
+app.add_typer(blueprints.profiles, name="profiles", help="Built profiles: list, build, diff (local).")
 admin.register(app)
 ops.register(app)
+demo.register(app)
 
 
 def main() -> None:
