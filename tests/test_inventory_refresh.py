@@ -30,3 +30,28 @@ def test_stale_devices_get_inventory_commands_once(client, school, container):
     assert refresh.run_once() == 0  # fresh for 6 hours; the other two still have theirs pending
     clock.advance(hours=6)
     assert refresh.run_once() == 1  # d is stale again
+
+
+def test_concurrent_rounds_queue_once(client, school, container):
+    """Several workers run the schedule at once: each stale device gets one set of inventory commands."""
+    import threading
+
+    devs = [TestDevice(client).enroll(school["id"], school["token"]) for _ in range(6)]
+    refreshers = [InventoryRefresh(container.sessions, container.commands, max_age=dt.timedelta(hours=6))
+                  for _ in range(4)]
+    barrier = threading.Barrier(len(refreshers))
+    results = []
+
+    def run(r):
+        barrier.wait()
+        results.append(r.run_once())
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in refreshers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(results) == len(devs)
+    for d in devs:
+        kinds = sorted(c["request_type"] for c in container.devices.get(d.udid)["commands"])
+        assert kinds == ["DeviceInformation", "InstalledApplicationList", "ProfileList"]

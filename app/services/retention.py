@@ -12,11 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import and_, delete, exists, select, text
+from sqlalchemy import and_, delete, exists, select
 
 from app.db.models import Command, CommandEvent, Job, QueueItem, WebhookDelivery
 from app.services.clock import Clock, utcnow
-from app.services.scheduler import lock_key
+from app.services.scheduler import singleton
 from app.storage.sql_base import SQLStore
 
 log = logging.getLogger("schoolmdm.retention")
@@ -32,22 +32,19 @@ class Retention(SQLStore):
         self.batch = batch
         self.clock = clock
 
-    def _locked(self, s) -> bool:
-        if self.dialect != "postgresql":
-            return True
-        return bool(s.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_key("retention")}).scalar())
-
     def run_once(self) -> dict:
         """Prune one round (bounded batches); returns what was deleted."""
         if self.command_days <= 0:
             return {}
+        with singleton(self.sessions.kw["bind"], "retention") as mine:
+            return self._prune() if mine else {}
+
+    def _prune(self) -> dict:
         now = self.clock()
         cutoff = now - dt.timedelta(days=self.command_days)
         out = {"queue": 0, "events": 0, "commands": 0, "jobs": 0, "webhooks": 0}
         while True:
             with self.tx() as s:
-                if not self._locked(s):
-                    return out
                 ids = list(s.execute(select(QueueItem.id).where(QueueItem.status.in_(FINISHED),
                                                                 QueueItem.completed_at < cutoff)
                                      .limit(self.batch)).scalars())

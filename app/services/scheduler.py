@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import threading
 import zlib
+from contextlib import contextmanager
+from typing import Iterator
 
 from sqlalchemy import and_, exists, or_, select, text
 
@@ -27,6 +30,33 @@ INVENTORY = ("DeviceInformation", "ProfileList", "InstalledApplicationList")
 
 def lock_key(name: str) -> int:
     return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+_LOCAL: dict[tuple[int, str], threading.Lock] = {}
+
+
+@contextmanager
+def singleton(engine, name: str) -> Iterator[bool]:
+    """Yield True when this process may run ``name`` now (a PostgreSQL session advisory lock held for
+    the whole round, across its transactions); on SQLite (one process per database) a process lock."""
+    if engine.dialect.name != "postgresql":
+        lock = _LOCAL.setdefault((id(engine), name), threading.Lock())
+        got = lock.acquire(blocking=False)
+        try:
+            yield got
+        finally:
+            if got:
+                lock.release()
+        return
+    with engine.connect() as conn:
+        got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(name)}).scalar())
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key(name)})
+                conn.commit()
 
 
 class InventoryRefresh(SQLStore):
@@ -47,19 +77,18 @@ class InventoryRefresh(SQLStore):
                                         ~pending)
              .order_by(Device.inventory_at.is_(None).desc(), Device.inventory_at).limit(self.batch))
         with self.tx() as s:
-            if self.dialect == "postgresql":
-                got = s.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_key("inventory")}).scalar()
-                if not got:
-                    return []
             return list(s.execute(q).scalars())
 
     def run_once(self) -> int:
-        udids = self.stale_devices(self.clock())
-        if not udids:
-            return 0
-        for rt in INVENTORY:
-            self.commands.enqueue(new_command(rt), Target(udids=tuple(udids)), actor="scheduler:inventory",
-                                  udids=udids, priority=-10)
+        with singleton(self.sessions.kw["bind"], "inventory") as mine:
+            if not mine:
+                return 0
+            udids = self.stale_devices(self.clock())
+            if not udids:
+                return 0
+            for rt in INVENTORY:
+                self.commands.enqueue(new_command(rt), Target(udids=tuple(udids)), actor="scheduler:inventory",
+                                      udids=udids, priority=-10)
         log.info("inventory refresh queued for %d device(s)", len(udids))
         return len(udids)
 
