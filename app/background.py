@@ -28,6 +28,9 @@ async def start_background(c) -> list[asyncio.Task]:
         tasks.append(asyncio.create_task(
             run_periodically(c.inventory_refresh.run_once, s.inventory_interval_seconds, "inventory refresh"),
             name="inventory-refresh"))
+    if s.repush_after_seconds > 0 and s.repush_interval_seconds > 0:
+        tasks.append(asyncio.create_task(
+            run_periodically(c.repush.run_once, s.repush_interval_seconds, "re-push"), name="re-push"))
     if s.retention_interval_seconds > 0:
         tasks.append(asyncio.create_task(
             run_periodically(c.retention.run_once, s.retention_interval_seconds, "retention"), name="retention"))

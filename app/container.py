@@ -171,7 +171,32 @@ class Container:
     def blueprints(self):
         from app.services.blueprints import BlueprintService
 
-        return BlueprintService(self.sessions, self.pki, clock=self.clock)
+        return BlueprintService(self.sessions, self.pki, clock=self.clock,
+                                roster_classes=self.roster_classes.classes_for)
+
+    @cached_property
+    def roster_classes(self):
+        from app.services.roster import ClassroomRoster
+
+        return ClassroomRoster(self.sessions)
+
+    @cached_property
+    def roster(self):
+        from app.services.roster import RosterService
+
+        return RosterService(self.sessions, self.blueprints, self.audit, clock=self.clock)
+
+    @cached_property
+    def waves(self):
+        from app.services.waves import WaveService
+
+        return WaveService(self.sessions, self.audit, clock=self.clock)
+
+    @cached_property
+    def loans(self):
+        from app.services.loans import LoanService
+
+        return LoanService(self.sessions, self.jobs, self.audit, clock=self.clock)
 
     @cached_property
     def blueprint_push(self):
@@ -179,6 +204,15 @@ class Container:
 
         return BlueprintPush(self.sessions, self.blueprints, self.queue, self.push_queue, clock=self.clock,
                              encrypt_secrets=self.settings.encrypt_profiles_with_secrets)
+
+    @cached_property
+    def repush(self):
+        import datetime as dt
+
+        from app.services.scheduler import RepushStale
+
+        return RepushStale(self.sessions, self.push_queue, clock=self.clock,
+                           after=dt.timedelta(seconds=self.settings.repush_after_seconds))
 
     @cached_property
     def retention(self):

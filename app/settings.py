@@ -63,10 +63,26 @@ class Settings(BaseSettings):
     #: how often the scheduler looks for stale inventory (0 = never)
     inventory_interval_seconds: float = 300.0
 
+    #: push again devices with pending commands that did not come back this long after a push (0 = never)
+    repush_after_seconds: float = 120.0
+    repush_interval_seconds: float = 30.0
     #: delete finished command history older than this (0 = keep forever)
     command_retention_days: int = 180
     webhook_retention_days: int = 30
     retention_interval_seconds: float = 3600.0
+
+    # Apple School Manager: Automated Device Enrollment (ADE)
+    #: Apple's device assignment API (the mock ADE server in development)
+    ade_url: str = "https://mdmenrollment.apple.com"
+    #: CA bundle to verify the ADE server; empty = system CAs
+    ade_ca_file: Path | None = None
+    #: how often ADE devices are synced, profiles defined and assigned (0 = only on demand)
+    ade_sync_interval_seconds: float = 900.0
+    #: CA that issued the devices' identities signing MachineInfo (Apple's device CA); empty = signature only
+    ade_device_ca_file: Path | None = None
+    #: shown in Setup Assistant by the ADE enrollment profile
+    ade_support_phone: str | None = None
+    ade_support_email: str | None = None
 
     # limits
     max_checkin_bytes: int = 256 * 1024

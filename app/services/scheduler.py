@@ -16,7 +16,7 @@ import zlib
 from contextlib import contextmanager
 from typing import Iterator
 
-from sqlalchemy import and_, exists, or_, select, text
+from sqlalchemy import and_, exists, func, or_, select, text
 
 from app.db.models import Command, Device, QueueItem
 from app.services.clock import Clock, utcnow
@@ -102,3 +102,42 @@ async def run_periodically(fn, interval: float, name: str) -> None:
         except Exception as e:  # keep the schedule alive through database trouble
             log.warning("%s: %s", name, e)
         await asyncio.sleep(interval)
+
+
+class RepushStale(SQLStore):
+    """Nothing stuck: devices with pending commands that have not come back since their last push
+    are pushed again (APNs delivery is best-effort; a device may also have missed its push)."""
+
+    def __init__(self, sessions, pushes, *, after: dt.timedelta, batch: int = 5000, clock: Clock = utcnow) -> None:
+        super().__init__(sessions)
+        self.pushes = pushes
+        self.after = after
+        self.batch = batch
+        self.clock = clock
+
+    def run_once(self) -> int:
+        now = self.clock()
+        with singleton(self.sessions.kw["bind"], "repush") as mine:
+            if not mine:
+                return 0
+            q = (select(Device.udid, Device.last_push_at, func.min(QueueItem.queued_at))
+                 .join(QueueItem, QueueItem.udid == Device.udid)
+                 .where(Device.enrollment_state == "enrolled", Device.token_invalid.is_(False),
+                        QueueItem.status.in_(("queued", "sent", "not_now")),
+                        Device.last_push_at.is_not(None), Device.last_push_at < now - self.after,
+                        or_(Device.last_seen_at.is_(None), Device.last_seen_at < Device.last_push_at))
+                 .group_by(Device.udid, Device.last_push_at).limit(self.batch))
+            with self.tx() as s:
+                rows = s.execute(q).all()
+            # back off: wait at least as long as the oldest pending command had already waited at the
+            # last push, so an iPad that is off for the weekend is pushed a handful of times, not hourly
+            udids = [u for u, pushed, queued in rows
+                     if now - _aware(pushed) >= max(self.after, _aware(pushed) - _aware(queued))]
+            if udids:
+                self.pushes.request(udids, now)
+                log.info("pushing %d device(s) again that have pending commands and did not come back", len(udids))
+        return len(udids)
+
+
+def _aware(t: dt.datetime) -> dt.datetime:
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)

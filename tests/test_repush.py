@@ -1,0 +1,42 @@
+"""Nothing stuck: a device with pending commands that did not come back after its push is pushed again,
+with a growing interval."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from app.db.models import PushRequest
+from app.services.clock import FixedClock
+from app.services.commands import Target
+from app.services.scheduler import RepushStale
+from mdm.commands import new_command
+from tests.support.device import TestDevice
+
+
+def outbox(container) -> set[str]:
+    with container.sessions() as s:
+        return {r.udid for r in s.query(PushRequest)}
+
+
+def test_repush_with_backoff(client, school, container):
+    quiet = TestDevice(client).enroll(school["id"], school["token"])
+    busy = TestDevice(client).enroll(school["id"], school["token"])
+    container.commands.enqueue(new_command("ProfileList"), Target(udids=(quiet.udid, busy.udid)))
+    t0 = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
+    claimed = container.push_queue.claim(10, t0)
+    assert {c[0] for c in claimed} == {quiet.udid, busy.udid}
+    pushed = dt.datetime.now(dt.timezone.utc)
+    container.push_queue.record_results([(u, True, False, "ok") for u, *_ in claimed], pushed)
+    busy.connect("Idle")  # came back (and has the command now, still pending until it reports)
+    clock = FixedClock(pushed + dt.timedelta(seconds=30))
+    r = RepushStale(container.sessions, container.push_queue, after=dt.timedelta(seconds=120), clock=clock)
+    assert r.run_once() == 0  # too early
+    clock.advance(seconds=120)
+    assert r.run_once() == 1 and outbox(container) == {quiet.udid}  # only the one that did not come back
+    # the re-push is sent; the device stays away: next time it waits longer (the command has waited longer)
+    for u, *_ in container.push_queue.claim(10, clock()):
+        container.push_queue.record_results([(u, True, False, "ok")], clock())
+    clock.advance(seconds=130)
+    assert r.run_once() == 0  # not before it has waited as long as the command had (150 s)
+    clock.advance(seconds=60)
+    assert r.run_once() == 1
