@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import signal
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def _wait_ready(port: int, ca: str, proc: subprocess.Popen, log: Path) -> None:
         if proc.poll() is not None:
             raise AssertionError(f"instance on {port} exited: {log.read_text()[-2000:]}")
         try:
-            if httpx.get(f"https://127.0.0.1:{port}/readyz", verify=ca, timeout=2).status_code == 200:
+            if httpx.get(f"https://127.0.0.1:{port}/readyz", verify=ssl.create_default_context(cafile=ca), timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 from sqlalchemy.engine import make_url
 
 from app.db.migrate import upgrade
@@ -48,7 +49,7 @@ def postgres_database() -> Iterator[str]:
 @contextmanager
 def _pg_fresh(base: str) -> Iterator[str]:
     name = f"schoolmdm_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    admin = create_engine(base, isolation_level="AUTOCOMMIT", poolclass=NullPool)  # survives a server restart
     with admin.connect() as c:
         c.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(base).set(database=name).render_as_string(hide_password=False)
