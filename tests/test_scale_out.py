@@ -8,16 +8,8 @@ exactly once, and every device was pushed exactly once (the worker, not the inst
 from __future__ import annotations
 
 import asyncio
-import os
-import ssl
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
-from pathlib import Path
 
-import httpx
 import pytest
 
 from app.container import Container
@@ -29,10 +21,10 @@ from simulator.fleet import Fleet
 from simulator.mock_apns import MockAPNsThread
 from tests.support.db import postgres_database
 from tests.support.live import free_socket
+from tests.support.procs import ServerProcess, clean_env
 from tests.support.proxy import TCPBalancer
 from tests.support.world import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 N = 500
 
 
@@ -41,25 +33,6 @@ def _free_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
-
-
-def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "app.cli.main", *args], cwd=ROOT, env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _wait_ready(port: int, ca: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"instance on {port} exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"https://127.0.0.1:{port}/readyz", verify=ssl.create_default_context(cafile=ca), timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"instance on {port} not ready: {log.read_text()[-2000:]}")
 
 
 @pytest.mark.slow
@@ -71,18 +44,17 @@ def test_two_instances_one_worker_one_postgres(data_dir, tmp_path):
         ports = [_free_port(), _free_port()]
         with TCPBalancer([("127.0.0.1", p) for p in ports]) as lb:
             public = f"https://127.0.0.1:{lb.port}"
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("SCHOOLMDM_", "DATABASE_URL"))}
-            env.update(SCHOOLMDM_DATA_DIR=str(data_dir), SCHOOLMDM_DATABASE_URL=db_url, SCHOOLMDM_PUBLIC_URL=public,
+            env = clean_env(SCHOOLMDM_DATA_DIR=str(data_dir), SCHOOLMDM_DATABASE_URL=db_url, SCHOOLMDM_PUBLIC_URL=public,
                        SCHOOLMDM_APNS_URL=f"https://127.0.0.1:{apns_port}", SCHOOLMDM_APNS_CA_FILE=str(pki / "push-ca.pem"),
                        SCHOOLMDM_LOG_LEVEL="WARNING", SCHOOLMDM_INVENTORY_INTERVAL_SECONDS="0",
                        SCHOOLMDM_PUSH_INTERVAL_SECONDS="0.05", SCHOOLMDM_DEVICE_RATE_PER_SECOND="0",
                        SCHOOLMDM_ORG_NAME="Test City Schools")
             web = dict(env, SCHOOLMDM_BACKGROUND="false")
-            procs = [_start(["serve", "--port", str(p)], web, tmp_path / f"serve-{p}.log") for p in ports]
-            procs.append(_start(["worker"], env, tmp_path / "worker.log"))
+            procs = [ServerProcess(["serve", "--port", str(p)], web, tmp_path / f"serve-{p}.log").start() for p in ports]
+            procs.append(ServerProcess(["worker"], env, tmp_path / "worker.log").start())
             try:
                 for p, proc in zip(ports, procs):
-                    _wait_ready(p, ca, proc, tmp_path / f"serve-{p}.log")
+                    proc.wait_ready(f"https://127.0.0.1:{p}", ca)
                 s = Settings(data_dir=data_dir, database_url=db_url, public_url=public, org_name="Test City Schools")
                 c = Container(s)
                 c.schools.upsert("gs-nord", "Grundschule Nord", hash_secret("t0ken"), c.clock())
@@ -100,7 +72,7 @@ def test_two_instances_one_worker_one_postgres(data_dir, tmp_path):
                         assert res.count == N
                         acked = lambda: c.devices.command_status(res.command_uuid)["counts"].get("acknowledged", 0)
                         await wait_until(lambda: acked() >= N // 4, timeout=180, what="a quarter acknowledged")
-                        os.killpg(procs[0].pid, signal.SIGKILL)  # instance A dies mid-storm
+                        procs[0].kill9()  # instance A dies mid-storm
                         await wait_until(lambda: acked() == N, timeout=240, what="every device acknowledged")
                         return fleet, res
                     finally:
@@ -121,10 +93,4 @@ def test_two_instances_one_worker_one_postgres(data_dir, tmp_path):
                 c.close()
             finally:
                 for proc in procs:
-                    if proc.poll() is None:
-                        os.killpg(proc.pid, signal.SIGTERM)
-                for proc in procs:
-                    try:
-                        proc.wait(timeout=20)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.stop()

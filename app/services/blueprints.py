@@ -13,10 +13,11 @@ import difflib
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from app.db.models import BlueprintVersion, Profile, School
 from app.services.clock import Clock, utcnow
@@ -24,11 +25,12 @@ from app.storage.sql_base import SQLStore
 from mdm import plist
 from mdm.errors import NotFound
 from profiles.blueprint import Blueprint, BlueprintError, check
+from profiles.blueprint.classroom import Classroom, SchoolClass
 from profiles.blueprint.errors import errors_only
 from profiles.blueprint.loader import load_problems
 from profiles.blueprint.models import ROLES
 from profiles.issuer import CAIssuer
-from profiles.profile import build_blueprint
+from profiles.profile import BuiltProfile, build_blueprint, build_profile
 from profiles.secrets import MASK, SECRET_KEYS, masked
 from profiles.signing import sign_profile
 
@@ -57,10 +59,22 @@ def _sources(directory: Path, school_id: str) -> dict[str, str]:
 
 
 class BlueprintService(SQLStore):
-    def __init__(self, sessions, pki, *, clock: Clock = utcnow) -> None:
+    def __init__(self, sessions, pki, *, clock: Clock = utcnow,
+                 roster_classes: Callable[[str], list[SchoolClass]] | None = None) -> None:
         super().__init__(sessions)
         self.pki = pki
         self.clock = clock
+        #: a school's classes from the imported roster (app/services/roster.py); they replace the blueprint's
+        self.roster_classes = roster_classes
+
+    def with_roster(self, bp: Blueprint, classes: list[SchoolClass] | None = None) -> Blueprint:
+        """The blueprint with the roster's classes as its Classroom classes, when the school has any."""
+        if classes is None:
+            classes = self.roster_classes(bp.school_id) if self.roster_classes and bp.school else []
+        if not classes:
+            return bp
+        org = bp.classroom.organisation if bp.classroom else None
+        return bp.model_copy(update={"classroom": Classroom(organisation=org, classes=classes)})
 
     def issuer(self) -> CAIssuer:
         return CAIssuer(self.pki.ca)
@@ -79,22 +93,11 @@ class BlueprintService(SQLStore):
         plan = []  # (school_id, name, merged, hash, builds)
         for sid, bp in sorted(city.schools.items()):
             merged = bp.model_dump(mode="json")
-            builds = {role: build_blueprint(bp, role, issuer=issuer) for role in ROLES}
+            built_from = self.with_roster(bp)
+            builds = {role: build_blueprint(built_from, role, issuer=issuer) for role in ROLES}
             plan.append((sid, bp.school.name if bp.school else sid, merged, _hash(merged), builds))
-        idents = [p.identifier for *_, builds in plan for b in builds.values() for p in b.profiles]
-        with self.tx() as s:
-            rows = s.execute(select(Profile.identifier, Profile.version, Profile.content_hash)
-                             .where(Profile.identifier.in_(idents))).all() if idents else []
-        latest, versions = {}, {}
-        for ident, ver, h in rows:
-            if ver > versions.get(ident, 0):
-                versions[ident], latest[ident] = ver, h
-        changed = []  # (school_id, role, BuiltProfile, version)
-        for sid, _, _, _, builds in plan:
-            for role, b in builds.items():
-                for p in b.profiles:
-                    if latest.get(p.identifier) != p.content_hash:
-                        changed.append((sid, role, p, versions.get(p.identifier, 0) + 1))
+        changed = self._changed([(sid, role, p) for sid, _, _, _, builds in plan
+                                 for role, b in builds.items() for p in b.profiles])
         signed = {p.identifier: sign_profile(p.plist, self.pki.signing) for *_, p, _ in changed}
         now = self.clock()
         with self.tx() as s:
@@ -127,6 +130,47 @@ class BlueprintService(SQLStore):
                  len(report.schools_added), len(report.schools_changed), len(report.profiles_changed))
         return report
 
+    def _changed(self, built: list[tuple[str, str, BuiltProfile]]) -> list[tuple[str, str, BuiltProfile, int]]:
+        """(school, role, profile, next version) for each profile whose content differs from its latest version."""
+        idents = [p.identifier for _, _, p in built]
+        with self.tx() as s:
+            rows = s.execute(select(Profile.identifier, Profile.version, Profile.content_hash)
+                             .where(Profile.identifier.in_(idents))).all() if idents else []
+        latest, versions = {}, {}
+        for ident, ver, h in rows:
+            if ver > versions.get(ident, 0):
+                versions[ident], latest[ident] = ver, h
+        return [(sid, role, p, versions.get(p.identifier, 0) + 1) for sid, role, p in built
+                if latest.get(p.identifier) != p.content_hash]
+
+    def classroom_versions(self, classes: dict[str, list[SchoolClass]]) -> list[tuple]:
+        """New, signed Classroom profile versions for schools whose classes are now ``classes``.
+
+        Built from each school's latest blueprint (schools without one are skipped); store them
+        with ``add_profiles`` in the caller's transaction.
+        """
+        issuer, built = self.issuer(), []
+        for sid in sorted(classes):
+            try:
+                _, bp = self.blueprint(sid, roster=False)
+            except NotFound:
+                continue
+            bp = self.with_roster(bp, classes[sid])
+            for role in ROLES:
+                p = build_profile(bp, role, "classroom", issuer=issuer)
+                if p is not None:
+                    built.append((sid, role, p))
+        return [(sid, role, p, v, sign_profile(p.plist, self.pki.signing)) for sid, role, p, v in self._changed(built)]
+
+    def add_profiles(self, s, pending: list[tuple], now) -> list[dict]:
+        """Store profile versions from ``classroom_versions`` in session ``s``."""
+        out = []
+        for sid, role, p, version, signed in pending:
+            s.add(Profile(school_id=sid, role=role, name=p.name, identifier=p.identifier, payload_uuid=p.uuid,
+                          version=version, content_hash=p.content_hash, plist=p.plist, signed=signed, created_at=now))
+            out.append({"school": sid, "role": role, "name": p.name, "identifier": p.identifier, "version": version})
+        return out
+
     def _version(self, s, school_id: str, version: int | None) -> BlueprintVersion:
         q = select(BlueprintVersion).where(BlueprintVersion.school_id == school_id)
         q = q.where(BlueprintVersion.version == version) if version else q.order_by(BlueprintVersion.version.desc())
@@ -141,10 +185,13 @@ class BlueprintService(SQLStore):
             return {"school_id": school_id, "version": row.version, "created_at": row.created_at.isoformat(),
                     "created_by": row.created_by, "blueprint": masked(json.loads(row.merged))}
 
-    def blueprint(self, school_id: str, version: int | None = None) -> tuple[int, Blueprint]:
+    def blueprint(self, school_id: str, version: int | None = None, *, roster: bool = True) -> tuple[int, Blueprint]:
+        """A stored blueprint version, with the roster's classes (``roster=True``) as profiles are built."""
         with self.tx() as s:
             row = self._version(s, school_id, version)
-            return row.version, Blueprint.model_validate(json.loads(row.merged))
+            number, merged = row.version, json.loads(row.merged)
+        bp = Blueprint.model_validate(merged)
+        return number, self.with_roster(bp) if roster else bp
 
     def versions(self, school_id: str) -> list[dict]:
         with self.tx() as s:
