@@ -9,12 +9,13 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
+from fastapi.routing import APIRoute
 
 from app.api.auth import Principal, make_principal_dependency
 from app.dashboard import policy
 from app.dashboard.pages import visible_device, visible_job
 from app.dashboard.render import redirect
-from app.dashboard.session import Csrf, PageRoute
+from app.dashboard.session import Csrf
 from app.services.commands import Target
 from mdm.commands import new_command
 from mdm.errors import Conflict
@@ -22,8 +23,8 @@ from mdm.errors import Conflict
 FIELD = 1000  # no form field needs more characters
 
 
-def actions_router(c, csrf: Csrf) -> APIRouter:
-    r = APIRouter(route_class=PageRoute, include_in_schema=False)
+def actions_router(c, csrf: Csrf, route: type[APIRoute]) -> APIRouter:
+    r = APIRouter(route_class=route, include_in_schema=False)
     Me = Depends(make_principal_dependency(c))
 
     @r.post("/devices/{udid}/commands")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import Principal, make_principal_dependency
@@ -12,7 +13,7 @@ from app.api.deps import scope
 from app.dashboard import policy
 from app.dashboard.queries import STATES, DashboardQueries
 from app.dashboard.render import page_links, redirect, render
-from app.dashboard.session import Csrf, PageRoute
+from app.dashboard.session import Csrf
 from app.services.devices import SORTABLE
 from app.services.jobs import BUCKETS
 from mdm.errors import NotFound
@@ -39,8 +40,8 @@ def visible_device(c, udid: str, me: Principal, *, history: int = 50) -> dict:
     return d
 
 
-def pages_router(c, csrf: Csrf, q: DashboardQueries) -> APIRouter:
-    r = APIRouter(route_class=PageRoute, include_in_schema=False)
+def pages_router(c, csrf: Csrf, q: DashboardQueries, route: type[APIRoute]) -> APIRouter:
+    r = APIRouter(route_class=route, include_in_schema=False)
     Me = Depends(make_principal_dependency(c))
     org = c.settings.org_name
 

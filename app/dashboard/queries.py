@@ -89,22 +89,26 @@ class DashboardQueries(SQLStore):
         return out
 
     def running_jobs(self, schools: list[str] | None, *, limit: int = 20) -> dict:
-        """Jobs (not cancelled) with devices still pending, newest first."""
-        q = (select(Command.job_id).join(QueueItem, QueueItem.command_uuid == Command.uuid)
-             .join(Job, Job.id == Command.job_id)
-             .where(QueueItem.status.in_(PENDING), Job.cancelled_at.is_(None)).group_by(Command.job_id))
+        """Jobs (not cancelled) with a device still pending, newest first.
+
+        One EXISTS probe per job through the (command_uuid, status) index: cheap however many
+        devices a job has; ``jobs.finished_at`` is not trusted because a retry reopens a job.
+        """
+        pending = (select(QueueItem.id).join(Command, Command.uuid == QueueItem.command_uuid)
+                   .where(Command.job_id == Job.id, QueueItem.status.in_(PENDING)).exists())
+        cond = [Job.cancelled_at.is_(None), pending]
         if schools is not None:
-            q = q.where(Job.school_id.in_(schools))
+            cond.append(Job.school_id.in_(schools))
         with self.tx() as s:
-            running = list(s.execute(q).scalars())
-            jobs = s.execute(select(Job).where(Job.id.in_(running)).order_by(Job.created_at.desc(), Job.id)
-                             .limit(limit)).scalars().all() if running else []
+            total = s.execute(select(func.count()).select_from(Job).where(*cond)).scalar_one()
+            jobs = s.execute(select(Job).where(*cond).order_by(Job.created_at.desc(), Job.id)
+                             .limit(limit)).scalars().all()
             items = [{"id": j.id, "request_type": j.request_type, "target": j.target, "school_id": j.school_id,
                       "created_by": j.created_by, "created_at": _iso(j.created_at), "total": j.total} for j in jobs]
         counts = self.job_counts([j["id"] for j in items])
         for j in items:
             j["counts"] = counts[j["id"]]
-        return {"items": items, "total": len(running)}
+        return {"items": items, "total": total}
 
     def recent_failures(self, schools: list[str] | None, *, days: int = 7, limit: int = 20) -> dict:
         """Commands queued in the last ``days`` that ended in Error or CommandFormatError.

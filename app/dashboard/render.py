@@ -44,6 +44,17 @@ def seg(value: Any) -> str:
     return quote(str(value), safe="")
 
 
+def plain(value: Any) -> str:
+    """An inventory value for people: lists joined, booleans as yes/no."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(plain(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {plain(v)}" for k, v in sorted(value.items()))
+    return "—" if value is None else str(value)
+
+
 def percent(part: int, whole: int) -> str:
     return f"{100 * part / whole:.0f} %" if whole else "—"
 
@@ -54,6 +65,7 @@ env = Environment(loader=FileSystemLoader(str(TEMPLATES_DIR)),
 env.filters["when"] = when
 env.filters["percent"] = percent
 env.filters["seg"] = seg
+env.filters["plain"] = plain
 
 DEFAULTS = {"me": None, "csrf": "", "q": "", "org": "schoolmdm"}
 

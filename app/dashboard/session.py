@@ -15,13 +15,14 @@ import logging
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
-from urllib.parse import quote
 
+from app.api.auth import make_principal_dependency
 from app.dashboard.render import error_page, redirect, render, safe_next
 from mdm.errors import Forbidden, MDMError, Unauthorized
 
@@ -88,30 +89,45 @@ def to_login(request: Request):
     return redirect("/login?next=" + quote(target, safe=""))
 
 
-class PageRoute(APIRoute):
-    """Dashboard routes: not logged in → /login; refusals and errors → an HTML page, never JSON or 500."""
+def page_route(c, csrf: Csrf) -> type[APIRoute]:
+    """Route class of the dashboard: not logged in → /login; refusals and errors → an HTML page
+    (with the usual header when the token is valid), never JSON or a 500."""
+    org = c.settings.org_name
+    principal = make_principal_dependency(c)
 
-    def get_route_handler(self):
-        inner = super().get_route_handler()
+    async def header(request: Request) -> dict:
+        try:
+            me = await principal(request)
+        except MDMError:  # not logged in (or the database is away): a page without the user's header
+            return {"org": org}
+        return {"org": org, "me": me, "csrf": csrf.token(request)}
 
-        async def handler(request: Request):
-            try:
-                return await inner(request)
-            except Unauthorized:
-                return to_login(request)
-            except MDMError as e:
-                if e.status_code >= 500:
-                    log.warning("%s %s: %s", request.method, request.url.path, e.message)
-                return error_page(e.status_code, e.message)
-            except RequestValidationError as e:
-                fields = ", ".join(".".join(str(p) for p in err.get("loc", ())[1:]) for err in e.errors())
-                return error_page(422, f"the request is not valid ({fields or 'parameters'})")
+    class PageRoute(APIRoute):
+        def get_route_handler(self):
+            inner = super().get_route_handler()
 
-        return handler
+            async def handler(request: Request):
+                try:
+                    return await inner(request)
+                except Unauthorized:
+                    return to_login(request)
+                except MDMError as e:
+                    if e.status_code >= 500:
+                        log.warning("%s %s: %s", request.method, request.url.path, e.message)
+                        return error_page(e.status_code, e.message, org=org)
+                    return error_page(e.status_code, e.message, **await header(request))
+                except RequestValidationError as e:
+                    fields = ", ".join(".".join(str(p) for p in err.get("loc", ())[1:]) for err in e.errors())
+                    return error_page(422, f"the request is not valid ({fields or 'parameters'})",
+                                      **await header(request))
+
+            return handler
+
+    return PageRoute
 
 
-def login_router(c, csrf: Csrf) -> APIRouter:
-    r = APIRouter(route_class=PageRoute, include_in_schema=False)
+def login_router(c, csrf: Csrf, route: type[APIRoute]) -> APIRouter:
+    r = APIRouter(route_class=route, include_in_schema=False)
     org = c.settings.org_name
 
     def login_form(request: Request, *, status: int = 200, error: str | None = None, next_url: str = "/"):

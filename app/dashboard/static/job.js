@@ -46,7 +46,10 @@
       showJob(job);
       showDevices(await getJSON(box.dataset.devicesUrl));
       if (job.state !== "running") {
-        field("live").textContent = "(reload for error details)";
+        const cancel = box.querySelector('[data-action="cancel"]');
+        if (cancel) cancel.closest("form").hidden = true;
+        const failed = job.counts.error + job.counts.expired;
+        field("live").textContent = failed ? "(reload to see the errors and retry)" : "";
         return;
       }
     } catch (e) {
