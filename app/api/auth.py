@@ -30,6 +30,20 @@ class Principal:
             raise Forbidden(f"token {self.name!r} is not allowed for school {school_id!r}")
 
 
+def may_queue(me: Principal, request_type: str) -> bool:
+    """The support desk may queue only commands marked ``safe`` in ``mdm.commands``; technicians
+    and admins any (an unknown RequestType raises)."""
+    from mdm.commands import command_class
+
+    safe = command_class(request_type).safe
+    return safe or me.at_least("technician")
+
+
+def require_queue(me: Principal, request_type: str) -> None:
+    if not may_queue(me, request_type):
+        raise Forbidden(f"the {me.role} role may not queue {request_type}")
+
+
 def make_principal_dependency(container):
     limiter = container.api_limiter
 

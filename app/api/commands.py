@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
+from app.api.auth import require_queue
 from app.api.deps import Principal, auth, scope
 from app.api.schemas import CommandRequest
 from app.services.commands import Target
-from mdm.commands import command_class, new_command
+from mdm.commands import new_command
 from mdm.errors import Forbidden, NotFound
 
 
@@ -32,9 +33,7 @@ def router(c) -> APIRouter:
     @r.post("/commands", tags=["commands"], status_code=202)
     async def queue_command(body: CommandRequest, me: Principal = Auth) -> dict:
         """Queue one command for a device list, a school, a role within a school, or every device: a job."""
-        cls = command_class(body.request_type)
-        if not me.at_least("technician") and not cls.safe:
-            raise Forbidden(f"the support role may not queue {body.request_type}")
+        require_queue(me, body.request_type)
         if body.school:
             me.require_school(body.school)
         elif me.schools is not None and body.all_devices:

@@ -1,31 +1,15 @@
-"""Who may queue which command, and the device actions the dashboard offers.
-
-``may_queue`` / ``require_queue`` are the role rule of ``POST /api/v1/commands``: the support
-desk may queue only commands marked ``safe`` in ``mdm.commands``; technicians and admins may
-queue any. School scope is ``Principal.require_school``.
-"""
+"""The device actions the dashboard offers, by role (the rule itself is app.api.auth.may_queue,
+shared with ``POST /api/v1/commands``). School scope is ``Principal.require_school``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.api.auth import Principal
-from mdm.commands import command_class
-from mdm.errors import Forbidden, ValidationFailed
+from app.api.auth import Principal, may_queue, require_queue
+from mdm.errors import ValidationFailed
 
 MAX_MESSAGE = 200
 MAX_PHONE = 32
-
-
-def may_queue(me: Principal, request_type: str) -> bool:
-    """Whether this principal's role may queue ``request_type`` (unknown types raise)."""
-    cls = command_class(request_type)
-    return me.at_least("technician") or cls.safe
-
-
-def require_queue(me: Principal, request_type: str) -> None:
-    if not may_queue(me, request_type):
-        raise Forbidden(f"the {me.role} role may not queue {request_type}")
 
 
 def authorize_device_command(me: Principal, request_type: str, device: dict) -> None:

@@ -38,11 +38,20 @@ class JobService(SQLStore):
                priority: int = 0, expires_at: dt.datetime | None = None, profile_id: int | None = None,
                udids: list[str] | None = None, encrypt: bool = False) -> dict:
         job = {"id": str(uuid.uuid4()), "kind": kind, "request_type": command.request_type,
-               "target": target.describe()[:255], "school_id": target.school_id, "created_by": actor,
+               "target": target.describe()[:255], "school_id": target.school_id or self._school_of(target),
+               "created_by": actor,
                "created_at": self.clock(), "expires_at": expires_at}
         self.commands.enqueue(command, target, actor=actor, priority=priority, expires_at=expires_at,
                               profile_id=profile_id, job=job, udids=udids, encrypt=encrypt)
         return self.get(job["id"])
+
+    def _school_of(self, target: Target) -> str | None:
+        """A device-list job belongs to a school when all its devices do (so school-scoped tokens see it)."""
+        if not target.udids:
+            return None
+        with self.tx() as s:
+            schools = set(s.execute(select(Device.school_id).where(Device.udid.in_(target.udids)).distinct()).scalars())
+        return schools.pop() if len(schools) == 1 else None
 
     def _counts(self, s, job_id: str) -> dict:
         rows = s.execute(
