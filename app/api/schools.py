@@ -10,7 +10,7 @@ from app.api.schemas import ProfilePush, SchoolCreate
 from app.services.commands import Target
 from app.services.enrollment import hash_secret, new_secret
 from mdm.commands import InstallProfile
-from mdm.errors import NotFound
+from mdm.errors import Forbidden, NotFound
 
 
 def router(c) -> APIRouter:
@@ -30,6 +30,8 @@ def router(c) -> APIRouter:
     @r.post("/schools", tags=["schools"], status_code=201)
     async def create_school(body: SchoolCreate, me: Principal = Auth) -> dict:
         me.require("admin")
+        if me.schools is not None:
+            raise Forbidden("a school-scoped token cannot create schools")
         token = new_secret()
         created = await run_in_threadpool(c.schools.upsert, body.id, body.name, hash_secret(token), c.clock())
         await run_in_threadpool(c.audit.record, me.name, "school:create" if created else "school:update", body.id,
@@ -41,6 +43,7 @@ def router(c) -> APIRouter:
     async def rotate_enroll_url(school_id: str, me: Principal = Auth) -> dict:
         """A fresh enrollment URL; the previous token stops working."""
         me.require("admin")
+        me.require_school(school_id)
         school = await run_in_threadpool(c.schools.get, school_id)
         if school is None:
             raise NotFound(f"no school {school_id!r}")
