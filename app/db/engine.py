@@ -30,7 +30,10 @@ def make_engine(url: str, **kw) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn):  # pragma: no cover - trivial
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # writers take the write lock up front (no lock upgrade deadlocks); readers don't queue
+            # behind them: WAL lets them read the last committed state
+            readonly = conn.get_execution_options().get("schoolmdm_readonly")
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **kw)

@@ -18,10 +18,15 @@ class SQLStore:
         self.sessions = sessions
 
     @contextmanager
-    def tx(self) -> Iterator[Session]:
-        """One short transaction; database outages become 503 Unavailable."""
+    def tx(self, *, readonly: bool = False) -> Iterator[Session]:
+        """One short transaction; database outages become 503 Unavailable.
+
+        ``readonly`` transactions do not take SQLite's write lock (on PostgreSQL it changes nothing).
+        """
         try:
             with self.sessions.begin() as s:
+                if readonly:
+                    s.connection(execution_options={"schoolmdm_readonly": True})
                 yield s
         except (OperationalError, InterfaceError) as e:
             if _is_outage(e):

@@ -17,14 +17,14 @@ PENDING = ("queued", "sent", "not_now")
 
 class SQLCheckinStore(SQLStore):
     def device_auth(self, udid: str) -> DeviceAuth | None:
-        with self.tx() as s:
+        with self.tx(readonly=True) as s:
             row = s.execute(
                 select(Device.cert_fingerprint, Device.enrollment_state).where(Device.udid == udid)
             ).first()
         return DeviceAuth(udid, row[0], row[1]) if row else None
 
     def fingerprint_owner(self, fingerprint: str) -> str | None:
-        with self.tx() as s:
+        with self.tx(readonly=True) as s:
             return s.execute(select(Device.udid).where(Device.cert_fingerprint == fingerprint)).scalar()
 
     def authenticate(self, msg: Authenticate, fingerprint: str, school_id: str | None, now: dt.datetime) -> None:

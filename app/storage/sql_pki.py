@@ -44,7 +44,7 @@ class SQLCertificateStore(SQLStore):
                 issued_at=issued_at, not_after=not_after, udid=udid, cert_der=cert_der))
 
     def lookup(self, fingerprint: str) -> dict | None:
-        with self.tx() as s:
+        with self.tx(readonly=True) as s:
             row = s.execute(select(IssuedCertificate).where(IssuedCertificate.fingerprint == fingerprint)).scalar()
             if row is None:
                 return None

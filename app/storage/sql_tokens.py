@@ -42,7 +42,7 @@ class SQLTokenStore(SQLStore):
                 row.token_hash, row.role, row.revoked_at = token_hash(token), role, None
 
     def resolve(self, token: str, now: dt.datetime) -> dict | None:
-        with self.tx() as s:
+        with self.tx(readonly=True) as s:
             row = s.execute(select(ApiToken).where(ApiToken.token_hash == token_hash(token),
                                                    ApiToken.revoked_at.is_(None))).scalar()
             if row is None:
@@ -50,7 +50,7 @@ class SQLTokenStore(SQLStore):
             return {"name": row.name, "role": row.role, "schools": json.loads(row.schools) if row.schools else None}
 
     def list(self) -> list[dict]:
-        with self.tx() as s:
+        with self.tx(readonly=True) as s:
             return [{"name": r.name, "role": r.role, "schools": json.loads(r.schools) if r.schools else None,
                      "created_at": r.created_at.isoformat(), "revoked": r.revoked_at is not None}
                     for r in s.execute(select(ApiToken).order_by(ApiToken.name)).scalars()]
