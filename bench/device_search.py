@@ -35,7 +35,7 @@ TOKEN = "bench-admin-token"
 def run(db: str, devices: int, n: int) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="schoolmdm-bench-"))
     pki = load_or_create(tmp / "data", org="Bench", public_url="https://127.0.0.1:8443")
-    ctx = postgres_database() if db == "postgres" else fresh_database(tmp)
+    ctx = postgres_database(only_in_postgres_run=False) if db == "postgres" else fresh_database(tmp)
     with ctx as url:
         s = Settings(data_dir=tmp / "data", database_url=url, public_url="https://127.0.0.1:8443",
                      background=False, token_rate_per_second=0)

@@ -47,7 +47,7 @@ def timed(fn, n: int) -> dict:
 
 def run(db: str, devices: int, history: int) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="schoolmdm-bench-"))
-    ctx = postgres_database() if db == "postgres" else fresh_database(tmp)
+    ctx = postgres_database(only_in_postgres_run=False) if db == "postgres" else fresh_database(tmp)
     with ctx as url:
         s = Settings(data_dir=tmp / "data", database_url=url, public_url="https://127.0.0.1:8443")
         c = Container(s)

@@ -32,12 +32,21 @@ LOCAL_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 @contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database (DATABASE_URL's server, or the local one); skip if none."""
+def postgres_database(*, only_in_postgres_run: bool = True) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database on DATABASE_URL's server; skip if none.
+
+    Tests that need PostgreSQL whatever the suite's backend run in the PostgreSQL pass of
+    ``.ci/run`` (DATABASE_URL set) only, so the two passes do not repeat them; benchmarks pass
+    ``only_in_postgres_run=False`` to use the local server."""
     import pytest
 
     base = os.environ.get("DATABASE_URL")
-    base = _pg_url(base) if base and base.startswith("postgres") else LOCAL_PG
+    if not (base and base.startswith("postgres")):
+        if only_in_postgres_run:
+            pytest.skip("runs in the PostgreSQL pass (set DATABASE_URL=postgresql://...)")
+        base = LOCAL_PG
+    else:
+        base = _pg_url(base)
     try:
         create_engine(base).connect().close()
     except Exception as e:  # no server here: the test cannot run
