@@ -220,6 +220,16 @@ def test_connection_reset_mid_batch_redelivers_in_flight_pushes(pki_files, mock)
     assert {p.token for p in mock.mock.pushes} == {t.token.hex() for t in targets}
 
 
+def test_goaway_mid_batch_moves_the_rest_to_a_new_connection(pki_files, mock):
+    mock.mock.inject("pass", 300)
+    mock.mock.inject("goaway")
+    targets = [target(i) for i in range(600)]
+    results = push_many(pki_files, mock, targets)
+    assert all(r.ok for r in results)
+    assert mock.mock.counts["connections"] == 2 and mock.mock.counts["fault:goaway"] == 1
+    assert {p.token for p in mock.mock.pushes} == {t.token.hex() for t in targets}
+
+
 def test_stats_endpoint_counts_by_status(pki_files, mock):
     mock.mock.mark_unregistered(target(2).token)
     push_many(pki_files, mock, [target(1), target(2)])

@@ -1,4 +1,4 @@
-"""I/O with Apple's push service (APNs). The only ``mdm`` package besides ``mdm.ade`` that uses httpx."""
+"""I/O with Apple's push service (APNs): HTTP/2 spoken with ``h2`` on asyncio + ssl, no HTTP client library."""
 
 from __future__ import annotations
 
