@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 import httpx
 
 from mdm.errors import MDMError
-from simulator.client import ClientStats, DeviceClient
+from simulator.client import ClientStats, DeviceClient, LatencyRecorder
 from simulator.device import VirtualIPad
 from simulator.inventory import hardware_for, random_serial
 from simulator.keypool import DEFAULT_POOL_SIZE, KeyPool, SignatureCache
@@ -42,14 +42,14 @@ class Fleet:
                  session_concurrency: int = 32, retry_delay: float | None = 1.0, keys: KeyPool | None = None,
                  key_cache_dir: str | None = None, http: httpx.AsyncClient | None = None,
                  timeout: float = 60.0, awaiting_configuration: bool = False,
-                 http_clients: int = 4, connections_per_client: int = 8) -> None:
+                 http_clients: int = 4, connections_per_client: int = 8, record_latency: bool = False) -> None:
         self.ca_file, self.insecure = ca_file, insecure
         self.not_now_once = set(not_now_once)
         self.awaiting_configuration = awaiting_configuration
         self.retry_delay = retry_delay
         self.keys = keys or KeyPool(DEFAULT_POOL_SIZE, key_cache_dir)
         self.signatures = SignatureCache(max_entries=8192)
-        self.client_stats = ClientStats()
+        self.client_stats = ClientStats(latency=LatencyRecorder() if record_latency else None)
         self.counters: Counter[str] = Counter()
         self.devices: dict[str, VirtualIPad] = {}  # by UDID
         self.by_serial: dict[str, VirtualIPad] = {}
@@ -94,8 +94,11 @@ class Fleet:
         return client
 
     async def enroll_all(self, n: int, server: str, school: str, token: str, concurrency: int = 32,
-                         serial_prefix: str | None = None) -> list[VirtualIPad]:
-        """Enroll ``n`` new iPads; serials are ``<prefix>0001``... or random Apple-style ones."""
+                         serial_prefix: str | None = None, attempts: int = 3) -> list[VirtualIPad]:
+        """Enroll ``n`` new iPads; serials are ``<prefix>0001``... or random Apple-style ones.
+
+        An enrollment the server could not serve (unreachable, 5xx, 429) is tried again from the start,
+        as Setup Assistant does, up to ``attempts`` times; a refusal (4xx) is final."""
         if serial_prefix is not None and serial_prefix and not serial_prefix.isalnum():
             raise ValueError("serial_prefix must be alphanumeric")
         width = max(4, len(str(n)))
@@ -107,8 +110,39 @@ class Fleet:
 
         async def one(client: DeviceClient) -> VirtualIPad | None:
             async with slots:
+                for attempt in range(attempts):
+                    try:
+                        return await client.enroll(server, school, token)
+                    except (MDMError, httpx.HTTPError) as e:
+                        status = getattr(e, "status", None)
+                        if attempt + 1 < attempts and (status is None or status >= 500 or status == 429):
+                            self.counters["enroll_retries"] += 1  # Setup Assistant tries again
+                            await asyncio.sleep(0.5 * 2 ** attempt)
+                            continue
+                        self.counters["enroll_failures"] += 1
+                        self.client_stats.note_error(getattr(e, "stage", "enroll") or "enroll", str(e))
+                        return None
+
+        done = await asyncio.gather(*(one(c) for c in clients))
+        return [d for d in done if d is not None]
+
+    async def enroll_ade(self, serials: Iterable[str], mock_ade_url: str, *, attestation=None,
+                         concurrency: int = 32) -> list[VirtualIPad]:
+        """Power on new iPads the ADE way (``simulator.ade_device``): each asks the mock ADE for its
+        assigned profile, POSTs its signed MachineInfo there and enrolls, awaiting configuration."""
+        from simulator.ade_device import DeviceAttestation, enroll_ade
+
+        attestation = attestation or DeviceAttestation()
+        serials = list(serials)
+        await asyncio.to_thread(self.keys.warm)
+        self.signatures.max_entries = max(self.signatures.max_entries, 2 * (len(self.devices) + len(serials)))
+        clients = [self.add_device(s) for s in serials]
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(client: DeviceClient) -> VirtualIPad | None:
+            async with slots:
                 try:
-                    return await client.enroll(server, school, token)
+                    return await enroll_ade(client, mock_ade_url, attestation)
                 except (MDMError, httpx.HTTPError) as e:
                     self.counters["enroll_failures"] += 1
                     self.client_stats.note_error(getattr(e, "stage", "enroll") or "enroll", str(e))
@@ -256,6 +290,7 @@ class Fleet:
             "wall_seconds": round(time.monotonic() - self._wall0, 3),
             "keys": {"pool": self.keys.size, "generated": self.keys.generated, "loaded": self.keys.loaded},
             "signature_cache": {"hits": self.signatures.hits, "misses": self.signatures.misses},
+            **({"latency_ms": cs.latency.summary()} if cs.latency is not None else {}),
         }
 
     async def aclose(self) -> None:

@@ -36,7 +36,8 @@ def make_engine(url: str, **kw) -> Engine:
             conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **kw)
+    # as many connections as request threads (anyio's default limiter is 40), so none waits for one
+    return create_engine(url, pool_size=20, max_overflow=30, pool_timeout=60, pool_pre_ping=True, **kw)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
