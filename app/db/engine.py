@@ -37,7 +37,7 @@ def make_engine(url: str, **kw) -> Engine:
 
         return engine
     # as many connections as request threads (anyio's default limiter is 40), so none waits for one
-    return create_engine(url, pool_size=20, max_overflow=30, pool_timeout=60, pool_pre_ping=True, **kw)
+    return create_engine(url, pool_size=5, max_overflow=35, pool_timeout=60, pool_pre_ping=True, **kw)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
