@@ -157,3 +157,19 @@ def test_command_plist_is_what_apple_documents(enrolled, container):
     d = plist.loads(body)
     assert d == {"CommandUUID": q.command_uuid,
                  "Command": {"RequestType": "DeviceLock", "Message": "Lost iPad", "PhoneNumber": "+49 30 1234"}}
+
+
+def test_acknowledged_erase_unenrolls_and_revokes(enrolled, container):
+    q = queue(container, enrolled, "EraseDevice")
+    later = queue(container, enrolled, "ProfileList")
+    cu, _ = enrolled.command_of(send(enrolled, "Idle"))
+    assert cu == q.command_uuid
+    r = send(enrolled, "Acknowledged", cu)
+    assert r.status_code == 200 and r.content == b""  # nothing more for a device that is wiping itself
+    d = container.devices.get(enrolled.udid)
+    assert d["enrollment_state"] == "unenrolled" and d["enrollment_history"][0]["event"] == "Erased"
+    assert {c["command_uuid"]: c["status"] for c in d["commands"]}[later.command_uuid] == "cancelled"
+    from mdm.pki import fingerprint
+
+    assert container.certs.lookup(fingerprint(enrolled.cert))["revoked_at"] is not None
+    assert send(enrolled, "Idle").status_code in (401, 403)

@@ -80,7 +80,8 @@ class SQLCheckinStore(SQLStore):
                                                      detail="enrolled" if first else "token refreshed"))
         return first
 
-    def checkout(self, udid: str, now: dt.datetime) -> None:
+    def checkout(self, udid: str, now: dt.datetime, event: str = "CheckOut") -> None:
+        """The device left management (CheckOut, or an acknowledged EraseDevice: ``event``)."""
         with self.tx() as s:
             dev = s.get(Device, udid, with_for_update=True)
             if dev is None:
@@ -96,4 +97,4 @@ class SQLCheckinStore(SQLStore):
                 .where(QueueItem.udid == udid, QueueItem.status.in_(PENDING))
                 .values(status="cancelled", completed_at=now)
             )
-            s.execute(insert(EnrollmentEvent).values(udid=udid, event="CheckOut", at=now))
+            s.execute(insert(EnrollmentEvent).values(udid=udid, event=event, at=now))
