@@ -82,6 +82,7 @@ class StormBench:
         self.t_start = time.perf_counter()
         self.result: dict = {
             "benchmark": "storm", "mode": self.mode, "db": args.db, "devices": self.n, "workers": args.workers,
+            "instances": args.instances,
             "concurrency": self.concurrency, "command": shlex.join(getattr(sys, "orig_argv", sys.argv)),
             "cpu_count": os.cpu_count(), "git": git_revision(ROOT), "python": platform.python_version(),
             "platform": platform.platform(), "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -95,6 +96,12 @@ class StormBench:
         log(f"data directory {self.data_dir}")
         self.server_port = free_port()
         self.server_url = f"https://127.0.0.1:{self.server_port}"
+        self.instance_ports = [free_port() for _ in range(a.instances)] if a.instances > 1 else []
+        if self.instance_ports:  # several instances and a worker behind a TCP balancer, one public URL
+            from tests.support.proxy import TCPBalancer
+
+            self.balancer = TCPBalancer([("127.0.0.1", p) for p in self.instance_ports]).__enter__()
+            self.server_url = f"https://127.0.0.1:{self.balancer.port}"
         self.pki = load_or_create(self.data_dir, org=ORG, public_url=self.server_url)
         self.ca = str(self.pki.path("ca.pem"))
         self.push_ca = str(self.pki.path("push-ca.pem"))
@@ -107,7 +114,8 @@ class StormBench:
             self.result["database"]["connections_at_start"] = self.db.connections()
         self.start_mock()
         self.start_server()
-        groups = {"server": lambda: descendants(self.server.pid), "mock_apns": lambda: descendants(self.mock.pid)}
+        groups = {"server": lambda: [p for c in self.servers for p in descendants(c.pid)],
+                  "mock_apns": lambda: descendants(self.mock.pid)}
         if self.db.kind == "postgres":
             groups["postgres"] = self.db.backend_pids
         self.sampler = TreeSampler(groups, interval=1.0).__enter__()
@@ -149,10 +157,20 @@ class StormBench:
     def start_server(self) -> None:
         assert self.data_dir is not None
         ctx = ssl.create_default_context(cafile=self.ca)
-        self.server = start("server", [sys.executable, "-m", "app.cli.main", "serve", "--port",
-                                       str(self.server_port), "--workers", str(self.args.workers)],
-                            env=self.server_env(), log_path=self.data_dir / "server.log", cwd=ROOT)
-        self.children.append(self.server)
+        if self.instance_ports:
+            web = {**self.server_env(), "SCHOOLMDM_BACKGROUND": "false"}
+            self.servers = [start(f"server {i + 1}", [sys.executable, "-m", "app.cli.main", "serve", "--port",
+                                                      str(port), "--workers", str(self.args.workers)],
+                                  env=web, log_path=self.data_dir / f"server-{i + 1}.log", cwd=ROOT)
+                            for i, port in enumerate(self.instance_ports)]
+            self.servers.append(start("worker", [sys.executable, "-m", "app.cli.main", "worker"],
+                                      env=self.server_env(), log_path=self.data_dir / "worker.log", cwd=ROOT))
+        else:
+            self.servers = [start("server", [sys.executable, "-m", "app.cli.main", "serve", "--port",
+                                             str(self.server_port), "--workers", str(self.args.workers)],
+                                  env=self.server_env(), log_path=self.data_dir / "server.log", cwd=ROOT)]
+        self.server = self.servers[0]
+        self.children.extend(self.servers)
 
         def ready() -> bool:
             try:
@@ -163,7 +181,8 @@ class StormBench:
         t0 = time.perf_counter()
         wait_until(ready, self.args.start_timeout, "server /readyz", child=self.server, interval=0.2)
         self.result["server_start_seconds"] = round(time.perf_counter() - t0, 2)
-        log(f"server on {self.server_url} (pid {self.server.pid}, {self.args.workers} worker(s)) "
+        log(f"server on {self.server_url} ({len(self.instance_ports) or 1} instance(s), pid {self.server.pid}, "
+            f"{self.args.workers} uvicorn worker(s) each) "
             f"ready in {self.result['server_start_seconds']} s")
 
     def seed(self) -> None:
@@ -281,6 +300,8 @@ class StormBench:
         return self.result
 
     def cleanup(self) -> None:
+        if getattr(self, "balancer", None) is not None:
+            self.balancer.__exit__(None, None, None)
         if self.mock_stats is not None:
             self.mock_stats.close()
         if self.sampler is not None:
@@ -325,6 +346,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help=f"PostgreSQL maintenance database used to create and drop the bench database "
                          f"(default {DEFAULT_PG_ADMIN_URL})")
     ap.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2)")
+    ap.add_argument("--instances", type=int, default=1,
+                    help="server instances behind a TCP balancer, plus one `schoolmdm worker` (default 1)")
     ap.add_argument("--concurrency", type=int, default=None,
                     help="concurrent device sessions and enrollments (default 32 for storm, 8 for steady)")
     ap.add_argument("--duration", type=float, default=20.0, help="steady mode: seconds of idle check-ins (default 20)")
