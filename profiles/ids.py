@@ -8,8 +8,10 @@ iOS replaces an installed profile when a new one arrives with the same
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
+from functools import lru_cache
 
 #: namespace of every UUID schoolmdm derives for blueprint profiles (fixed forever)
 NAMESPACE = uuid.UUID("3d0f5b7e-61a2-4c1e-8f43-2b9c7a5e4d10")
@@ -17,11 +19,23 @@ NAMESPACE = uuid.UUID("3d0f5b7e-61a2-4c1e-8f43-2b9c7a5e4d10")
 _SLUG = re.compile(r"[^a-z0-9-]+")
 
 
+_NAMESPACE_BYTES = NAMESPACE.bytes
+
+
 def det_uuid(*parts: str) -> str:
-    """Upper-case UUIDv5 of the parts (Apple prints UUIDs upper-case)."""
-    return str(uuid.uuid5(NAMESPACE, "\x1f".join(parts))).upper()
+    """Upper-case UUIDv5 of the parts (Apple prints UUIDs upper-case).
+
+    ``str(uuid.uuid5(NAMESPACE, "\\x1f".join(parts))).upper()``, computed without the UUID
+    object: SHA-1 of namespace + name, version 5 and the RFC 4122 variant set in bytes 6 and 8.
+    """
+    d = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).digest()[:16])
+    d[6] = d[6] & 0x0F | 0x50
+    d[8] = d[8] & 0x3F | 0x80
+    h = d.hex().upper()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+@lru_cache(maxsize=4096)
 def slug(text: str) -> str:
     """A reverse-DNS-safe component: lower case, [a-z0-9-] only, never empty."""
     s = _SLUG.sub("-", text.lower()).strip("-")

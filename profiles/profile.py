@@ -7,14 +7,16 @@ Identifiers: ``PayloadIdentifier`` is ``<prefix>.<school>.<role>.<concern>`` and
 ``PayloadUUID`` a UUIDv5 of (city, school, role, concern); payloads inside are
 named from those. A rebuilt profile therefore replaces the installed one.
 
-Content hash: SHA-256 of the unsigned, key-sorted XML plist with freshly issued
-key material blanked (the ``PayloadContent`` and ``Password`` of every
-``com.apple.security.pkcs12`` payload). Identities are random each time they
-are issued, but they are not blueprint *content*: hashing them would make the
-Classroom and EAP-TLS profiles look changed on every build and re-send them to
-every iPad. With them blanked the hash moves only when the blueprint (or an
-anchor certificate) changes; a profile whose hash is unchanged keeps the
-version, and the identities, already stored and installed.
+Content hash: SHA-256 of the unsigned, key-sorted XML plist with issued key
+material blanked (the ``PayloadContent`` and ``Password`` of every
+``com.apple.security.pkcs12`` payload). Identities differ each time they are
+issued (an issuer with an ``IdentityStore`` reuses them, but a new CA, a
+renewal or another process issues new ones), and they are not blueprint
+*content*: hashing them would make the Classroom and EAP-TLS profiles look
+changed and re-send them to every iPad. With them blanked the hash moves only
+when the blueprint (or an anchor certificate) changes; a profile whose hash is
+unchanged keeps the version, and the identities, already stored and installed.
+The plist is written once: the blanked bytes are cut out of it (``content_hash``).
 """
 
 from __future__ import annotations
@@ -102,13 +104,78 @@ def stable_view(profile: dict) -> dict:
     return view
 
 
-def content_hash(profile: dict) -> str:
-    return hashlib.sha256(plist.dumps(stable_view(profile))).hexdigest()
+def content_hash(profile: dict, plist_bytes: bytes | None = None) -> str:
+    """SHA-256 hex of ``plist.dumps(stable_view(profile))``.
+
+    With ``plist_bytes`` (``plist.dumps(profile)``, already written) the stable view's bytes
+    are cut out of them instead of serializing the profile a second time.
+    """
+    stable = _stable_bytes(profile, plist_bytes) if plist_bytes is not None else None
+    if stable is None:
+        stable = plist.dumps(stable_view(profile))
+    return hashlib.sha256(stable).hexdigest()
+
+
+# The issued key material in the written profile, found in the bytes: the canonical XML puts
+# the items of the top-level PayloadContent array at two tabs, their keys at three, and a '<'
+# in a string is always escaped, so these markers are only ever markup. What is blanked is
+# exactly what stable_view blanks; anything else (no PayloadContent array, an issued payload
+# without data or password, a count that does not add up) falls back to serializing the view.
+_ARRAY_START = b"\n\t<key>PayloadContent</key>\n\t<array>\n"
+_ARRAY_END = b"\n\t</array>\n"
+_ITEM_START, _ITEM_END = b"\n\t\t<dict>\n", b"\n\t\t</dict>\n"
+_ISSUED_MARKERS = tuple(b"\n\t\t\t<key>PayloadType</key>\n\t\t\t<string>%s</string>\n" % t.encode()
+                        for t in sorted(ISSUED_TYPES))
+_DATA = b"\n\t\t\t<key>PayloadContent</key>\n\t\t\t<data>\n"
+_DATA_END = b"\t\t\t</data>\n"
+_PASSWORD = b"\n\t\t\t<key>Password</key>\n\t\t\t<string>"
+_PASSWORD_END = b"</string>\n"
+
+
+def _stable_bytes(profile: dict, written: bytes) -> bytes | None:
+    content = profile.get("PayloadContent")
+    if type(content) not in (list, tuple):
+        return None
+    issued = 0
+    for item in content:
+        if isinstance(item, dict) and item.get("PayloadType") in ISSUED_TYPES:
+            if type(item.get("PayloadContent")) not in (bytes, bytearray) or type(item.get("Password")) is not str:
+                return None
+            issued += 1
+    if not issued:
+        return written
+    start = written.find(_ARRAY_START)
+    end = written.find(_ARRAY_END, start)
+    if start < 0 or end < 0:
+        return None
+    cuts: list[tuple[int, int]] = []  # (from, to): bytes to drop
+    for marker in _ISSUED_MARKERS:
+        at = written.find(marker, start, end)
+        while at >= 0:
+            item_start = written.rfind(_ITEM_START, start, at)
+            item_end = written.find(_ITEM_END, at, end + 1)
+            data = written.find(_DATA, item_start, item_end)
+            data_end = written.find(_DATA_END, data, item_end)
+            password = written.find(_PASSWORD, item_start, item_end)
+            password_end = written.find(_PASSWORD_END, password, item_end)
+            if min(item_start, item_end, data, data_end, password, password_end) < 0:
+                return None
+            cuts += [(data + len(_DATA), data_end), (password + len(_PASSWORD), password_end)]
+            at = written.find(marker, item_end, end)
+    if len(cuts) != 2 * issued:
+        return None
+    parts, pos = [], 0
+    for cut_from, cut_to in sorted(cuts):
+        parts.append(written[pos:cut_from])
+        pos = cut_to
+    parts.append(written[pos:])
+    return b"".join(parts)
 
 
 def built_profile(name: str, profile: dict) -> BuiltProfile:
+    written = plist.dumps(profile)
     return BuiltProfile(name, profile["PayloadIdentifier"], profile["PayloadUUID"], profile,
-                        plist.dumps(profile), content_hash(profile))
+                        written, content_hash(profile, written))
 
 
 def _check_role(role: str) -> None:

@@ -29,12 +29,17 @@ from profiles.blueprint.classroom import Classroom, SchoolClass
 from profiles.blueprint.errors import errors_only
 from profiles.blueprint.loader import load_problems
 from profiles.blueprint.models import ROLES
-from profiles.issuer import CAIssuer
+from profiles.issuer import CAIssuer, MemoryIdentityStore
 from profiles.profile import BuiltProfile, build_blueprint, build_profile
 from profiles.secrets import MASK, SECRET_KEYS, masked
 from profiles.signing import sign_profile
 
 log = logging.getLogger("schoolmdm.blueprints")
+
+#: Classroom and EAP-TLS identities issued in this process, by CA fingerprint and common name:
+#: a rebuild reuses them while they are valid (profiles.issuer), so a changed profile keeps the
+#: identity the iPads already have. Per process - another worker or a restart issues its own.
+ISSUED_IDENTITIES = MemoryIdentityStore()
 
 
 @dataclass
@@ -77,7 +82,7 @@ class BlueprintService(SQLStore):
         return bp.model_copy(update={"classroom": Classroom(organisation=org, classes=classes)})
 
     def issuer(self) -> CAIssuer:
-        return CAIssuer(self.pki.ca)
+        return CAIssuer(self.pki.ca, store=ISSUED_IDENTITIES)
 
     def check(self, directory: Path | str) -> list:
         return check(directory)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -45,14 +46,20 @@ def certificate_key(der: bytes) -> str:
     return "cert-" + hashlib.sha256(der).hexdigest()[:16]
 
 
-def certificate_payload(namer: Namer, der: bytes) -> dict:
-    """``com.apple.security.root`` for a self-signed CA, ``com.apple.security.pkcs1`` otherwise."""
+@lru_cache(maxsize=256)
+def _certificate_info(der: bytes) -> tuple[str, str, str]:
+    """(payload type, display name, key) of a DER certificate; the same anchors recur in every build."""
     cert = x509.load_der_x509_certificate(der)
     cn = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     name = str(cn[0].value) if cn else cert.subject.rfc4514_string()
     ptype = "com.apple.security.root" if _is_root(cert) else "com.apple.security.pkcs1"
-    return payload(namer, certificate_key(der), ptype, name,
-                   {"PayloadCertificateFileName": f"{certificate_key(der)}.cer", "PayloadContent": der})
+    return ptype, name, certificate_key(der)
+
+
+def certificate_payload(namer: Namer, der: bytes) -> dict:
+    """``com.apple.security.root`` for a self-signed CA, ``com.apple.security.pkcs1`` otherwise."""
+    ptype, name, key = _certificate_info(bytes(der))
+    return payload(namer, key, ptype, name, {"PayloadCertificateFileName": f"{key}.cer", "PayloadContent": der})
 
 
 def certificate_payloads(namer: Namer, ders: list[bytes]) -> list[dict]:
