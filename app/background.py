@@ -34,6 +34,11 @@ async def start_background(c) -> list[asyncio.Task]:
     if s.retention_interval_seconds > 0:
         tasks.append(asyncio.create_task(
             run_periodically(c.retention.run_once, s.retention_interval_seconds, "retention"), name="retention"))
+    if s.ade_sync_interval_seconds > 0:  # Apple School Manager: runs only once a server token is uploaded
+        tasks.append(asyncio.create_task(
+            run_periodically(c.ade_sync.run_scheduled, s.ade_sync_interval_seconds, "ADE sync"), name="ade-sync"))
+    tasks.append(asyncio.create_task(  # out-of-the-box set-ups whose start failed are started again
+        run_periodically(c.device_setup.start_queued, 30.0, "device set-up"), name="device-setup"))
     return tasks
 
 

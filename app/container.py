@@ -16,8 +16,10 @@ from app.services.checkin import CheckinService
 from app.services.clock import Clock, utcnow
 from app.services.commands import CommandService, TargetResolver
 from app.services.connect import ConnectService, ResultHandler
+from app.services.device_setup import SetupCheckin, SetupConnect, SetupTracker
 from app.services.devices import DeviceQueries
 from app.services.encryption import EncryptingConnect
+from app.services.erase import ErasingConnect
 from app.services.enrollment import EnrollmentService
 from app.services.events import EventingCheckin, EventingConnect
 from app.services.jobs import JobService
@@ -106,12 +108,15 @@ class Container:
     @cached_property
     def checkin(self) -> EventingCheckin:
         inner = CheckinService(self.checkin_store, self.certs, clock=self.clock)
+        inner = SetupCheckin(inner, self.device_setup)  # ready out of the box (AwaitingConfiguration)
         return EventingCheckin(inner, self.webhooks, clock=self.clock)
 
     @cached_property
     def connect(self) -> EventingConnect:
         inner = ConnectService(self.queue, ResultHandler(self.inventory), clock=self.clock)
         inner = EncryptingConnect(inner, self.profiles, self.checkin_store, self.certs, self.pki)
+        inner = ErasingConnect(inner, self.checkin_store, self.certs, clock=self.clock)
+        inner = SetupConnect(inner, self.device_setup)
         return EventingConnect(inner, self.webhooks, self.jobs, clock=self.clock)
 
     @cached_property
@@ -228,6 +233,38 @@ class Container:
     @cached_property
     def api_limiter(self) -> RateLimiter:
         return RateLimiter(self.settings.token_rate_per_second, self.settings.token_rate_burst)
+
+    # --- Apple School Manager (ADE) and device set-up
+    @cached_property
+    def ade_store(self):
+        from app.storage.sql_ade import SQLADEStore
+
+        return SQLADEStore(self.sessions)
+
+    @cached_property
+    def ade_identity(self):
+        from app.ade_identity import load_or_create_ade_identity
+
+        return load_or_create_ade_identity(self.settings.data_dir, self.settings.org_name)
+
+    @cached_property
+    def ade_sync(self):
+        from app.services.ade_sync import ADESync
+
+        return ADESync(self.ade_store, self.schools, self.blueprints, self.settings, self.pki, clock=self.clock)
+
+    @cached_property
+    def ade_enrollment(self):
+        from app.services.ade_enroll import ADEEnrollment
+        from mdm.pki import load_cert
+
+        ca_file = self.settings.ade_device_ca_file
+        return ADEEnrollment(self.enrollment, self.ade_store, clock=self.clock,
+                             device_ca=load_cert(ca_file.read_bytes()) if ca_file else None)
+
+    @cached_property
+    def device_setup(self) -> SetupTracker:
+        return SetupTracker(self.sessions, self.blueprint_push, self.commands, self.ade_store, clock=self.clock)
 
     def close(self) -> None:
         if "engine" in self.__dict__:

@@ -52,6 +52,9 @@ def install_limits(app: FastAPI, settings) -> None:
     @app.middleware("http")
     async def limits(request: Request, call_next):
         path = request.url.path
+        # no URL has a use for NUL, and PostgreSQL refuses it in any text it is compared with
+        if "\x00" in request.scope["path"] or any(n in request.scope["query_string"] for n in (b"%00", b"\x00")):
+            return JSONResponse(error_body("parse_error", "the URL contains a NUL character"), 400)
         if path.startswith("/api/") and request.method in ("POST", "PUT", "PATCH"):
             declared = request.headers.get("content-length")
             if declared is not None and (not declared.isdigit() or int(declared) > api_max):

@@ -15,6 +15,7 @@ from app.container import Container
 from app.dashboard import STATIC_PATH, make_dashboard_router, static_files
 from app.errors import install_error_handlers
 from app.limits import install_limits
+from app.routes.ade import make_ade_router
 from app.routes.enroll import make_enroll_router
 from app.routes.mdm import make_mdm_router
 from app.routes.scep import make_scep_router
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     install_limits(app, settings)
     app.include_router(make_mdm_router(c))
     app.include_router(make_enroll_router(c))
+    app.include_router(make_ade_router(c))
     app.include_router(make_scep_router(lambda: c.scep, max_body=settings.max_scep_bytes))
 
     from app.api.router import make_api_router

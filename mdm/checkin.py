@@ -79,6 +79,11 @@ class GetBootstrapToken(CheckinMessage):
     message_type: ClassVar[str] = "GetBootstrapToken"
 
 
+#: longest value a device may send for a field (real ones are far shorter; the server stores no more)
+MAX_LENGTHS = {"SerialNumber": 64, "ProductName": 64, "Model": 64, "ModelName": 64, "OSVersion": 32,
+               "BuildVersion": 32, "DeviceName": 200, "IMEI": 64, "MEID": 64, "Topic": 255, "PushMagic": 255}
+
+
 def _str(d: dict, key: str, *, required: bool = False) -> str | None:
     v = d.get(key)
     if v is None:
@@ -87,6 +92,8 @@ def _str(d: dict, key: str, *, required: bool = False) -> str | None:
         return None
     if not isinstance(v, str):
         raise ParseError(f"{key} must be a string")
+    if len(v) > MAX_LENGTHS.get(key, len(v)):
+        raise ParseError(f"{key} is longer than {MAX_LENGTHS[key]} characters")
     return v
 
 

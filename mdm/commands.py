@@ -118,6 +118,10 @@ def new_command(request_type: str, params: dict | None = None, *, command_uuid: 
     kw = {"command_uuid": command_uuid} if command_uuid else {}
     cmd = cls(params=params, **kw)
     cmd.validate()
+    try:  # parameters from a request: what a plist cannot carry (null, control characters, huge integers)
+        plist.dumps(params)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ValidationFailed(f"{request_type} parameters cannot be sent in a plist: {e}") from None
     return cmd
 
 

@@ -190,6 +190,15 @@ def push_topic(cert: x509.Certificate) -> str:
     return str(attrs[0].value)
 
 
+def check_csr(csr: x509.CertificateSigningRequest) -> None:
+    """What ``sign_csr`` requires of a CSR: a valid self-signature and an RSA key of 2048 bits or more."""
+    if not csr.is_signature_valid:
+        raise ParseError("CSR signature is invalid")
+    pub = csr.public_key()
+    if not isinstance(pub, rsa.RSAPublicKey) or pub.key_size < 2048:
+        raise ParseError("CSR must carry an RSA key of at least 2048 bits")
+
+
 def sign_csr(
     ca: Identity,
     csr: x509.CertificateSigningRequest,
@@ -199,12 +208,8 @@ def sign_csr(
     subject: x509.Name | None = None,
 ) -> x509.Certificate:
     """Issue a device client certificate (clientAuth) from a verified CSR."""
-    if not csr.is_signature_valid:
-        raise ParseError("CSR signature is invalid")
-    pub = csr.public_key()
-    if not isinstance(pub, rsa.RSAPublicKey) or pub.key_size < 2048:
-        raise ParseError("CSR must carry an RSA key of at least 2048 bits")
-    b = _leaf_builder(ca, subject or csr.subject, pub, days, not_before)
+    check_csr(csr)
+    b = _leaf_builder(ca, subject or csr.subject, csr.public_key(), days, not_before)
     b = b.add_extension(_usage(), critical=True)
     b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
     return b.sign(ca.key, hashes.SHA256())

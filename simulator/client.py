@@ -264,8 +264,13 @@ class DeviceClient:
         d = self.device
         r = await self._request("profile", "GET", f"{server_url.rstrip('/')}/enroll/{school}",
                                 params={"token": token, "serial": d.serial})
+        return await self.install_enrollment_profile(r.content)
+
+    async def install_enrollment_profile(self, body: bytes) -> VirtualIPad:
+        """The signed enrollment profile from the server (by URL with a token, or by ADE)."""
+        d = self.device
         try:
-            cfg = parse_enrollment_profile(r.content, clock=d.clock)
+            cfg = parse_enrollment_profile(body, clock=d.clock)
         except MDMError as e:
             raise SimulatorError(f"enrollment profile refused: {e.message}", stage="profile") from None
         key = self.keys.next()

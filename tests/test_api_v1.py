@@ -100,3 +100,19 @@ def test_health_ready_metrics(client, enrolled):
     assert client.get("/readyz").json() == {"status": "ready"}
     m = client.get("/metrics").text
     assert 'schoolmdm_checkins_total{message_type="TokenUpdate",outcome="ok"} 1.0' in m
+
+
+def test_device_filters_last_seen_and_commands(api, client, school, container):
+    import datetime as dt
+
+    a, b, c = (TestDevice(client).enroll(school["id"], school["token"]) for _ in range(3))
+    r = api.post("/api/v1/commands", json={"request_type": "ProfileList", "devices": [a.udid, b.udid]}).json()
+    b.connect("Idle")
+    b.connect("Error", r["command_uuid"])
+    pending = {d["udid"] for d in api.get("/api/v1/devices", params={"commands": "pending"}).json()["items"]}
+    failed = {d["udid"] for d in api.get("/api/v1/devices", params={"commands": "failed"}).json()["items"]}
+    assert pending == {a.udid} and failed == {b.udid}
+    soon = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1)).isoformat()
+    assert api.get("/api/v1/devices", params={"seen_after": soon}).json()["total"] == 0
+    assert api.get("/api/v1/devices", params={"seen_before": soon}).json()["total"] == 3
+    assert api.get("/api/v1/devices", params={"commands": "weird"}).status_code == 422

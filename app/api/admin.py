@@ -6,20 +6,21 @@ import datetime as dt
 from typing import Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import Principal, auth
+from app.api.deps import MAX_INT, Principal, auth
+from app.api.schemas import ApiModel
 
 
-class TokenCreate(BaseModel):
+class TokenCreate(ApiModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(..., min_length=1, max_length=128, pattern=r"^[\w.@ -]+$")
     role: Literal["admin", "technician", "support"]
     schools: list[str] | None = None
 
 
-class WebhookCreate(BaseModel):
+class WebhookCreate(ApiModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(..., min_length=1, max_length=128, pattern=r"^[\w.@ -]+$")
     url: str = Field(..., max_length=1024, pattern=r"^https?://[^\s]+$")
@@ -84,7 +85,7 @@ def router(c) -> APIRouter:
     @r.get("/audit", tags=["admin"])
     async def audit(me: Principal = Auth, actor: str | None = None, action: str | None = None,
                     target: str | None = None, since: dt.datetime | None = None, until: dt.datetime | None = None,
-                    limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> dict:
+                    limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_INT)) -> dict:
         me.require("admin")
         return await run_in_threadpool(lambda: c.audit.list(actor=actor, action=action, target=target, since=since,
                                                             until=until, limit=limit, offset=offset))

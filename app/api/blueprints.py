@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import Principal, auth
+from app.api.deps import MAX_INT, Principal, auth
+from app.api.schemas import ApiModel
 from profiles.blueprint.models import ROLES
 
 
-class BlueprintPushRequest(BaseModel):
+class BlueprintPushRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
     role: str | None = None
     devices: list[str] | None = None
@@ -21,15 +22,15 @@ def router(c) -> APIRouter:
     Auth = auth(c)
 
     @r.get("/schools/{school_id}/blueprint")
-    async def show(school_id: str, me: Principal = Auth, version: int | None = Query(None, ge=1)) -> dict:
+    async def show(school_id: str, me: Principal = Auth, version: int | None = Query(None, ge=1, le=MAX_INT)) -> dict:
         me.require_school(school_id)
         doc = await run_in_threadpool(c.blueprints.show, school_id, version)
         doc["versions"] = await run_in_threadpool(c.blueprints.versions, school_id)
         return doc
 
     @r.get("/schools/{school_id}/blueprint/diff")
-    async def diff(school_id: str, me: Principal = Auth, old: int | None = Query(None, ge=1),
-                   new: int | None = Query(None, ge=1)) -> dict:
+    async def diff(school_id: str, me: Principal = Auth, old: int | None = Query(None, ge=1, le=MAX_INT),
+                   new: int | None = Query(None, ge=1, le=MAX_INT)) -> dict:
         me.require_school(school_id)
         return await run_in_threadpool(c.blueprints.diff, school_id, old, new)
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import require_queue
-from app.api.deps import Principal, auth, scope
+from app.api.deps import MAX_INT, Principal, auth, scope
 from app.api.schemas import CommandRequest
 from app.services.commands import Target
 from mdm.commands import new_command
@@ -54,7 +54,7 @@ def router(c) -> APIRouter:
 
     @r.get("/jobs", tags=["jobs"])
     async def list_jobs(me: Principal = Auth, school: str | None = None,
-                        limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)) -> dict:
+                        limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=MAX_INT)) -> dict:
         if school:
             me.require_school(school)
         return await run_in_threadpool(lambda: c.jobs.list(school_id=school, schools=scope(me), limit=limit,
@@ -66,7 +66,7 @@ def router(c) -> APIRouter:
 
     @r.get("/jobs/{job_id}/devices", tags=["jobs"])
     async def job_devices(job_id: str, me: Principal = Auth, status: str | None = None,
-                          limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> dict:
+                          limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_INT)) -> dict:
         await visible_job(job_id, me)
         return await run_in_threadpool(lambda: c.jobs.devices(job_id, status=status, limit=limit, offset=offset))
 

@@ -6,14 +6,15 @@ The support desk may lend and take back; erasing on return needs the technician 
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import Principal, auth, scope
+from app.api.deps import MAX_INT, IntId, Principal, auth, scope
+from app.api.schemas import ApiModel
 from mdm.errors import NotFound
 
 
-class LoanCreate(BaseModel):
+class LoanCreate(ApiModel):
     model_config = ConfigDict(extra="forbid")
     serial: str | None = Field(None, max_length=64)
     udid: str | None = Field(None, max_length=64)
@@ -26,7 +27,7 @@ class LoanCreate(BaseModel):
         return self
 
 
-class LoanReturn(BaseModel):
+class LoanReturn(ApiModel):
     model_config = ConfigDict(extra="forbid")
     erase: bool = False
     note: str | None = Field(None, max_length=500)
@@ -51,7 +52,7 @@ def router(c) -> APIRouter:
         return await run_in_threadpool(lambda: c.loans.lend(device=device, pupil=body.pupil, actor=me.name))
 
     @r.post("/loans/{loan_id}/return")
-    async def give_back(loan_id: int, body: LoanReturn, me: Principal = Auth) -> dict:
+    async def give_back(loan_id: IntId, body: LoanReturn, me: Principal = Auth) -> dict:
         """Record the return; ``erase`` queues EraseDevice (technician), after which the iPad re-enrolls via ADE."""
         if body.erase:
             me.require("technician")
@@ -65,7 +66,7 @@ def router(c) -> APIRouter:
                          device: str | None = Query(None, max_length=64, description="serial or UDID"),
                          q: str | None = Query(None, max_length=128, description="pupil or device"),
                          active: bool | None = None, school: str | None = None,
-                         limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0)) -> dict:
+                         limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_INT)) -> dict:
         if school:
             me.require_school(school)
         return await run_in_threadpool(lambda: c.loans.list(pupil=pupil, device=device, q=q, active=active,
@@ -73,7 +74,7 @@ def router(c) -> APIRouter:
                                                             limit=limit, offset=offset))
 
     @r.get("/loans/{loan_id}")
-    async def show_loan(loan_id: int, me: Principal = Auth) -> dict:
+    async def show_loan(loan_id: IntId, me: Principal = Auth) -> dict:
         return await visible(loan_id, me)
 
     return r

@@ -4,21 +4,22 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import Principal, auth, scope
+from app.api.deps import MAX_INT, IntId, Principal, auth, scope
+from app.api.schemas import ApiModel
 from mdm.errors import NotFound
 
 
-class WaveCreate(BaseModel):
+class WaveCreate(ApiModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(..., min_length=1, max_length=128, pattern=r"^[\w.@ :/+-]+$")
     csv: str = Field(..., min_length=1, description="serial[,school] per line; header 'serial,school' optional")
     school: str | None = Field(None, max_length=64, description="school of lines that name none")
 
 
-class RolloutPlan(BaseModel):
+class RolloutPlan(ApiModel):
     model_config = ConfigDict(extra="forbid")
     priority: int | None = Field(None, ge=1, le=100_000, description="1 = first; null clears")
     planned: int | None = Field(None, ge=0, le=1_000_000, description="iPads the school is to get; null clears")
@@ -32,7 +33,7 @@ def router(c) -> APIRouter:
     async def pupils(me: Principal = Auth, q: str | None = Query(None, max_length=128,
                                                                  description="name, person_number or sis_username"),
                      school: str | None = None, limit: int = Query(50, ge=1, le=500),
-                     offset: int = Query(0, ge=0)) -> dict:
+                     offset: int = Query(0, ge=0, le=MAX_INT)) -> dict:
         if school:
             me.require_school(school)
         return await run_in_threadpool(lambda: c.roster.pupils(q, school_id=school, schools=scope(me),
@@ -59,8 +60,8 @@ def router(c) -> APIRouter:
                                                               default_school=body.school, schools=scope(me)))
 
     @r.get("/waves/{wave_id}", tags=["rollout"])
-    async def show_wave(wave_id: int, me: Principal = Auth, limit: int = Query(1000, ge=1, le=50_000),
-                        offset: int = Query(0, ge=0)) -> dict:
+    async def show_wave(wave_id: IntId, me: Principal = Auth, limit: int = Query(1000, ge=1, le=50_000),
+                        offset: int = Query(0, ge=0, le=MAX_INT)) -> dict:
         doc = await run_in_threadpool(lambda: c.waves.get(wave_id, schools=scope(me), limit=limit, offset=offset))
         if me.schools is not None and not doc["schools"]:
             raise NotFound(f"no wave {wave_id}")

@@ -5,10 +5,36 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
-class CommandRequest(BaseModel):
+def _no_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _no_nul(k)
+            _no_nul(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _no_nul(v)
+    return value
+
+
+class ApiModel(BaseModel):
+    """Base of the request bodies: unknown fields are refused, and so is NUL in any text (no name,
+    serial or note has a use for it, and PostgreSQL refuses it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _text_without_nul(cls, value: Any) -> Any:
+        return _no_nul(value)
+
+
+class CommandRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
     request_type: str = Field(..., max_length=64, examples=["DeviceInformation"])
     params: dict[str, Any] = Field(default_factory=dict)
@@ -29,13 +55,13 @@ class CommandRequest(BaseModel):
         return self
 
 
-class SchoolCreate(BaseModel):
+class SchoolCreate(ApiModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(..., pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     name: str = Field(..., min_length=1, max_length=200)
 
 
-class ProfilePush(BaseModel):
+class ProfilePush(ApiModel):
     model_config = ConfigDict(extra="forbid")
     devices: list[str] | None = None
     role: Literal["pupil", "teacher"] | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import MOBILECONFIG, Principal, auth
+from app.api.deps import MOBILECONFIG, IntId, Principal, auth
 from app.api.schemas import ProfilePush, SchoolCreate
 from app.services.commands import Target
 from app.services.enrollment import hash_secret, new_secret
@@ -59,7 +59,7 @@ def router(c) -> APIRouter:
         return {"items": items, "total": len(items)}
 
     @r.get("/profiles/{profile_id}/download", tags=["profiles"], response_class=Response)
-    async def download_profile(profile_id: int, me: Principal = Auth) -> Response:
+    async def download_profile(profile_id: IntId, me: Principal = Auth) -> Response:
         p = await run_in_threadpool(c.profiles.get, profile_id)
         if p["school_id"]:
             me.require_school(p["school_id"])
@@ -67,7 +67,7 @@ def router(c) -> APIRouter:
             "Content-Disposition": f'attachment; filename="{p["name"]}-v{p["version"]}.mobileconfig"'})
 
     @r.post("/profiles/{profile_id}/push", tags=["profiles"], status_code=202)
-    async def push_profile(profile_id: int, body: ProfilePush, me: Principal = Auth) -> dict:
+    async def push_profile(profile_id: IntId, body: ProfilePush, me: Principal = Auth) -> dict:
         """Queue InstallProfile as a job for the school's devices that lack this version."""
         me.require("technician")
         p = await run_in_threadpool(c.profiles.get, profile_id)

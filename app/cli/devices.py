@@ -76,6 +76,8 @@ def show(udid: str = typer.Argument(..., help="UDID or serial number"),
     for k in ("udid", "serial", "school_id", "role", "enrollment_state", "enrolled_at", "last_seen_at",
               "pushable", "last_push_status", "inventory_at"):
         say(f"  {k:18} {d.get(k) if d.get(k) is not None else '-'}")
+    if d.get("setup"):  # out-of-the-box set-up (AwaitingConfiguration) and why it stopped
+        say(f"  {'setup':18} {d['setup']['state']}" + (f": {d['setup']['error']}" if d["setup"]["error"] else ""))
     profiles = d.get("profiles") or []
     console.print(table(("profile", "name", "source", "updated"),
                         ((p["identifier"], p["name"], p["source"], p["updated_at"]) for p in profiles)))

@@ -10,6 +10,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 
 def make_engine(url: str, **kw) -> Engine:
+    # SQL echo and database errors never show parameter values: they carry secrets (webhook
+    # secrets, push and unlock tokens, profile payloads with Wi-Fi passwords)
+    kw.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":

@@ -308,3 +308,7 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(255))
     details: Mapped[str | None] = mapped_column(Text)
+
+
+from app.db import models_roster as _roster  # noqa: E402,F401  (roster, waves, loans tables)
+from app.db import models_ade  # noqa: E402,F401  (ADE tables: registered on Base.metadata)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import exists, func, or_, select
 
 from app.db.models import Command, CommandEvent, Device, DeviceProfile, EnrollmentEvent, QueueItem
+from app.services.loans import device_loans, on_loan_to
+from app.services.device_setup import setup_summary
 from app.storage.sql_base import SQLStore
 from mdm.errors import NotFound, ValidationFailed
 
@@ -31,7 +33,10 @@ def device_summary(d: Device) -> dict:
 class DeviceQueries(SQLStore):
     def list(self, *, school_id: str | None = None, state: str | None = None, role: str | None = None,
              os_version: str | None = None, q: str | None = None, sort: str = "udid", desc: bool = False,
-             limit: int = 50, offset: int = 0, schools: list[str] | None = None) -> dict:
+             limit: int = 50, offset: int = 0, schools: list[str] | None = None,
+             seen_before=None, seen_after=None, commands: str | None = None) -> dict:
+        """Devices by filters; ``commands`` is ``pending`` (something queued or sent) or ``failed``
+        (a command ended in error); ``seen_before``/``seen_after`` bound the last check-in."""
         if sort not in SORTABLE:
             raise ValidationFailed(f"sort must be one of {', '.join(SORTABLE)}")
         cond = []
@@ -45,10 +50,20 @@ class DeviceQueries(SQLStore):
             cond.append(Device.role == role)
         if os_version:
             cond.append(Device.os_version == os_version)
+        if seen_before:
+            cond.append(or_(Device.last_seen_at.is_(None), Device.last_seen_at < seen_before))
+        if seen_after:
+            cond.append(Device.last_seen_at >= seen_after)
+        if commands:
+            statuses = {"pending": ("queued", "sent", "not_now"), "failed": ("error", "format_error")}.get(commands)
+            if statuses is None:
+                raise ValidationFailed("commands must be pending or failed")
+            cond.append(exists().where(QueueItem.udid == Device.udid, QueueItem.status.in_(statuses)))
         if q:
             like = f"%{q.strip()}%"
             cond.append(or_(Device.serial == q.strip(), Device.udid == q.strip(),
-                            Device.device_name.ilike(like), Device.serial.ilike(like)))
+                            Device.device_name.ilike(like), Device.serial.ilike(like),
+                            on_loan_to(q)))  # the pupil who has it on loan: name, person_number, sis_username
         col = SORTABLE[sort]
         order = [col.desc() if desc else col.asc(), Device.udid]
         with self.tx() as s:
@@ -68,6 +83,8 @@ class DeviceQueries(SQLStore):
             out["inventory"] = json.loads(d.inventory) if d.inventory else None
             out["inventory_at"] = _iso(d.inventory_at)
             out["build_version"] = d.build_version
+            out["setup"] = setup_summary(s, d.udid)  # AwaitingConfiguration set-up: state and failure reason
+            out["loan"], out["loans"] = device_loans(s, d.udid, history)  # the open loan and the loan history
             out["profiles"] = [
                 {"identifier": p.identifier, "name": p.display_name, "uuid": p.payload_uuid,
                  "content_hash": p.content_hash, "source": p.source, "updated_at": _iso(p.updated_at)}

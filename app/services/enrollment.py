@@ -54,6 +54,21 @@ class EnrollmentService:
         if serial is not None and (not serial.isalnum() or len(serial) > 64):
             raise ValidationFailed("serial must be alphanumeric (at most 64 characters)")
         school = self.check_token(school_id, token)
+        return self._signed_profile(school_id, school, serial)
+
+    def ade_profile(self, school_id: str, serial: str, ade) -> bytes:
+        """The enrollment profile for a device enrolling through ADE: no school token, but
+        ``serial`` must be an ADE device assigned to this school (``ade.enrollment_refusal``
+        says why not: refused with 403 and that reason)."""
+        school = self.schools.get(school_id)
+        if school is None:
+            raise EnrollmentError(f"unknown school {school_id!r}")
+        reason = ade.enrollment_refusal(serial, school_id)
+        if reason:
+            raise EnrollmentError(reason, details={"serial": serial, "school": school_id})
+        return self._signed_profile(school_id, school, serial)
+
+    def _signed_profile(self, school_id: str, school: dict, serial: str | None) -> bytes:
         challenge = self.new_challenge(school_id, serial)
         params = EnrollmentParams(
             org=self.settings.org_name, school_id=school_id, school_name=school["name"],

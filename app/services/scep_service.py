@@ -10,9 +10,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from app.services.clock import Clock, utcnow
 from app.services.enrollment import hash_secret
 from mdm import pki as pkilib
+from mdm.errors import ParseError
 from mdm.scep import FailInfo, ScepRefused, ScepRequest
 
 log = logging.getLogger("schoolmdm.scep")
+MAX_SUBJECT = 512  # issued_certificates.subject
 
 
 class DeviceScepService:
@@ -31,6 +33,7 @@ class DeviceScepService:
         now = self.clock()
         if request.csr is None:
             raise ScepRefused("no certification request", FailInfo.badRequest)
+        self._check_csr(request.csr)  # before the challenge is spent: a refusal changes nothing
         old_fp = None
         if request.message_type == "RenewalReq":
             old_fp = pkilib.fingerprint(request.signer_cert)
@@ -67,3 +70,14 @@ class DeviceScepService:
         else:
             log.info("issued device certificate %s for school %s", cert.subject.rfc4514_string(), school_id)
         return cert
+
+    @staticmethod
+    def _check_csr(csr: x509.CertificateSigningRequest) -> None:
+        """A CSR we can sign, whose subject fits the certificate record."""
+        try:
+            pkilib.check_csr(csr)
+            subject = csr.subject.rfc4514_string()
+        except (ParseError, ValueError) as e:
+            raise ScepRefused(f"certification request refused: {e}", FailInfo.badRequest) from None
+        if len(subject) > MAX_SUBJECT:
+            raise ScepRefused(f"certificate subject longer than {MAX_SUBJECT} characters", FailInfo.badRequest)

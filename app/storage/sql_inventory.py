@@ -17,7 +17,7 @@ class SQLInventoryStore(SQLStore):
         for key, col in (("DeviceName", "device_name"), ("OSVersion", "os_version"),
                          ("BuildVersion", "build_version"), ("ProductName", "product_name"),
                          ("ModelName", "model_name"), ("SerialNumber", "serial")):
-            if isinstance(info.get(key), str):
+            if _fits(info.get(key), Device, col):
                 vals[col] = info[key]
         with self.tx() as s:
             s.execute(update(Device).where(Device.udid == udid).values(**vals))
@@ -29,16 +29,17 @@ class SQLInventoryStore(SQLStore):
                 for r in s.execute(select(DeviceProfile).where(DeviceProfile.udid == udid)).scalars()
             }
             s.execute(delete(DeviceProfile).where(DeviceProfile.udid == udid))
-            rows = []
+            rows = {}  # one row per identifier, as the table's key says (a device may list one twice)
             for it in items:
                 ident = it.get("PayloadIdentifier")
-                if not isinstance(ident, str):
+                if not _fits(ident, DeviceProfile, "identifier"):
                     continue
-                rows.append({"udid": udid, "identifier": ident, "content_hash": known.get(ident),
-                             "payload_uuid": it.get("PayloadUUID"), "display_name": it.get("PayloadDisplayName"),
-                             "source": "ProfileList", "updated_at": now})
+                rows[ident] = {"udid": udid, "identifier": ident, "content_hash": known.get(ident),
+                               "payload_uuid": _fit(it.get("PayloadUUID"), DeviceProfile, "payload_uuid"),
+                               "display_name": _fit(it.get("PayloadDisplayName"), DeviceProfile, "display_name"),
+                               "source": "ProfileList", "updated_at": now}
             if rows:
-                s.execute(insert(DeviceProfile), rows)
+                s.execute(insert(DeviceProfile), list(rows.values()))
 
     def profile_acknowledged(self, udid: str, command_uuid: str, now: dt.datetime) -> None:
         """An InstallProfile was acknowledged: remember which version is on the device."""
@@ -63,9 +64,9 @@ class SQLInventoryStore(SQLStore):
         rows = {}
         for it in items:
             ident = it.get("Identifier")
-            if isinstance(ident, str) and ident:
-                rows[ident] = {"udid": udid, "identifier": ident, "name": _s(it.get("Name")),
-                               "version": _s(it.get("ShortVersion") or it.get("Version")),
+            if ident and _fits(ident, DeviceApp, "identifier"):
+                rows[ident] = {"udid": udid, "identifier": ident, "name": _fit(it.get("Name"), DeviceApp, "name"),
+                               "version": _fit(it.get("ShortVersion") or it.get("Version"), DeviceApp, "version"),
                                "managed": bool(it.get("IsManaged", False)) if isinstance(it.get("IsManaged"), bool)
                                else False, "source": "InstalledApplicationList", "updated_at": now}
         with self.tx() as s:
@@ -78,6 +79,8 @@ class SQLInventoryStore(SQLStore):
                 s.execute(insert(DeviceApp), list(rows.values()))
 
     def app_installed(self, udid: str, identifier: str, now: dt.datetime) -> None:
+        if not _fits(identifier, DeviceApp, "identifier"):
+            return
         with self.tx() as s:
             s.execute(delete(DeviceApp).where(DeviceApp.udid == udid, DeviceApp.identifier == identifier))
             s.execute(insert(DeviceApp).values(udid=udid, identifier=identifier, managed=True,
@@ -96,8 +99,8 @@ class SQLInventoryStore(SQLStore):
                                                    DeviceItem.key == "app:" + key[len("app-removed:"):]))
                 return
             s.execute(delete(DeviceItem).where(DeviceItem.udid == udid, DeviceItem.key == key))
-            s.execute(insert(DeviceItem).values(udid=udid, key=key, content_hash=content_hash or "", detail=detail,
-                                                updated_at=now))
+            s.execute(insert(DeviceItem).values(udid=udid, key=key, content_hash=content_hash or "",
+                                                detail=_fit(detail, DeviceItem, "detail"), updated_at=now))
 
     def command_body(self, command_uuid: str) -> bytes | None:
         with self.tx() as s:
@@ -137,8 +140,13 @@ class SQLSchoolStore(SQLStore):
             return [{"id": sc.id, "name": sc.name} for sc in s.execute(select(School).order_by(School.id)).scalars()]
 
 
-def _s(v) -> str | None:
-    return v if isinstance(v, str) else None
+def _fits(v, model, column: str) -> bool:
+    """A string the column can hold (devices send what they like; PostgreSQL refuses what is too long)."""
+    return isinstance(v, str) and len(v) <= model.__table__.c[column].type.length
+
+
+def _fit(v, model, column: str) -> str | None:
+    return v if _fits(v, model, column) else None
 
 
 def loads_json(text: str | None):
