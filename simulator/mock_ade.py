@@ -27,7 +27,7 @@ from pathlib import Path
 import uvicorn
 from cryptography import x509
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 
 from mdm.ade import oauth
 from mdm.ade.client import MAX_LIMIT, SESSION_HEADER

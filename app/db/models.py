@@ -58,7 +58,7 @@ class Device(Base):
     inventory_at: Mapped[dt.datetime | None] = mapped_column(TS)
     enrolled_at: Mapped[dt.datetime | None] = mapped_column(TS)
     unenrolled_at: Mapped[dt.datetime | None] = mapped_column(TS)
-    last_seen_at: Mapped[dt.datetime | None] = mapped_column(TS)
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(TS, index=True)
     last_push_at: Mapped[dt.datetime | None] = mapped_column(TS)
     last_push_status: Mapped[str | None] = mapped_column(String(64))
     #: blueprint version last pushed to this device, and when its set-up was confirmed (DeviceConfigured)
