@@ -166,7 +166,7 @@ def fuzz_api(app, world, token: str, examples: int) -> dict[str, dict[int, int]]
     return seen
 
 
-BUDGETS = [pytest.param(10, id="fast"), pytest.param(50, id="slow", marks=pytest.mark.slow)]
+BUDGETS = [pytest.param(10, id="fast"), pytest.param(40, id="slow", marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("examples", BUDGETS)

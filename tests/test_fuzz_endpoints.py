@@ -50,7 +50,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
 ]
 
-BUDGETS = [pytest.param(1, id="fast"), pytest.param(5, id="slow", marks=pytest.mark.slow)]
+BUDGETS = [pytest.param(1, id="fast"), pytest.param(4, id="slow", marks=pytest.mark.slow)]
 
 
 def explore(scale: int, n: int, **strategies):

@@ -55,7 +55,7 @@ def _budget(n: int) -> settings:
                     suppress_health_check=list(HealthCheck))
 
 
-BUDGETS = [pytest.param(1, id="fast"), pytest.param(10, id="slow", marks=pytest.mark.slow)]
+BUDGETS = [pytest.param(1, id="fast"), pytest.param(6, id="slow", marks=pytest.mark.slow)]
 
 
 def explore(scale: int, n: int, *strategies):
