@@ -119,7 +119,8 @@ def world(container, client, tmp_path):
         container.webhooks.create(f"hook-victim-{r}", "https://hooks.example.org/v", ["*"], container.clock())
     job = container.jobs.submit(new_command("ProfileList"), Target(udids=(dev.udid,)), actor="test")
     retry_job = container.jobs.submit(new_command("SecurityInfo"), Target(udids=(dev.udid,)), actor="test")
-    profile = next(p for p in container.profiles.list("gs-lindenhof") if p["role"] == "pupil")
+    profile = next(p for p in container.profiles.list("gs-lindenhof")
+                   if p["role"] == "pupil" and p["name"] == "restrictions")  # no secrets in it
     return {"udid": dev.udid, "school_id": "gs-lindenhof", "job_id": job["id"], "retry_job_id": retry_job["id"],
             "profile_id": profile["id"], "lend": lend, "give_back": give_back, "wave_id": wave["id"],
             "loan_id": give_back["admin"],
@@ -153,3 +154,12 @@ def test_role_matrix(app, client, world):
             if not allowed and r.status_code != 403:
                 failures.append(f"{method} {path} as {role} should be 403, got {r.status_code}")
     assert not failures, "\n".join(failures)
+
+
+def test_support_cannot_download_profiles_with_secrets(client, container, world):
+    wifi = next(p for p in container.profiles.list("gs-lindenhof") if p["role"] == "pupil" and p["name"] == "wifi")
+    url = f"/api/v1/profiles/{wifi['id']}/download"
+    r = client.get(url, headers={"Authorization": f"Bearer {world['tokens']['support']}"})
+    assert r.status_code == 403
+    r = client.get(url, headers={"Authorization": f"Bearer {world['tokens']['technician']}"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-apple-aspen-config")

@@ -60,9 +60,12 @@ def router(c) -> APIRouter:
 
     @r.get("/profiles/{profile_id}/download", tags=["profiles"], response_class=Response)
     async def download_profile(profile_id: IntId, me: Principal = Auth) -> Response:
+        """The signed profile. One that carries secrets (Wi-Fi passwords, identities) needs a technician."""
         p = await run_in_threadpool(c.profiles.get, profile_id)
         if p["school_id"]:
             me.require_school(p["school_id"])
+        if await run_in_threadpool(c.profiles.has_secrets, profile_id):
+            me.require("technician")
         return Response(p["signed"], media_type=MOBILECONFIG, headers={
             "Content-Disposition": f'attachment; filename="{p["name"]}-v{p["version"]}.mobileconfig"'})
 

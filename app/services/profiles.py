@@ -47,9 +47,12 @@ class ProfileService(SQLStore):
             raise NotFound(f"no profile {profile_id}")
         return body
 
+    def has_secrets(self, profile_id: int) -> bool:
+        return has_secrets(plist.loads(self.plist_of(profile_id)))
+
     def encrypts(self, profile_id: int) -> bool:
         """Whether pushes of this profile are encrypted per device (it carries secrets)."""
-        return self.encrypt_secrets and has_secrets(plist.loads(self.plist_of(profile_id)))
+        return self.encrypt_secrets and self.has_secrets(profile_id)
 
     def store(self, *, school_id: str | None, role: str | None, name: str, payload: dict,
               content_hash: str | None = None) -> ProfileVersion:
