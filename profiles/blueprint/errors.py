@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from mdm.errors import ValidationFailed
+from profiles.schema.checker import _fmt as format_path
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,4 @@ def errors_only(problems: list[Problem]) -> list[Problem]:
 
 def format_key(path: tuple) -> str:
     """('wifi', 0, 'ssid') -> 'wifi[0].ssid'; keys with dots are quoted: notifications.pupil["a.b"]."""
-    out = ""
-    for p in path:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        elif "." in str(p) or " " in str(p):
-            out += f'["{p}"]'
-        else:
-            out += f".{p}" if out else str(p)
-    return out
+    return format_path(path)
