@@ -1,16 +1,18 @@
-"""SQL implementation of CommandQueue: per-device queue, priority then FIFO."""
+"""SQL implementation of CommandQueue: per-device queue, priority then FIFO.
+
+The enqueue side lives in ``app.storage.sql_enqueue``; this module is the device side:
+record a report, hand out the next command."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Sequence
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import insert, select, update
 
-from app.db.models import Command, CommandEvent, Device, Job, QueueItem
-from app.storage.interfaces import NextCommand, QueuedCommand, ReportOutcome
-from app.storage.sql_base import SQLStore
+from app.db.models import Command, CommandEvent, Device, QueueItem
+from app.storage.interfaces import NextCommand, ReportOutcome
+from app.storage.sql_enqueue import SQLEnqueue
 from mdm.commands import Report
 from mdm.errors import UnknownCommand
 
@@ -21,42 +23,9 @@ STATUS_OF_REPORT = {
     "NotNow": "not_now",
 }
 FINAL = ("acknowledged", "error", "format_error", "cancelled", "expired", "retried")
-INSERT_CHUNK = 5000
 
 
-class SQLCommandQueue(SQLStore):
-    def enqueue(self, *, command_uuid: str, request_type: str, body: bytes, udids: Sequence[str],
-                now: dt.datetime, priority: int = 0, job_id: str | None = None,
-                created_by: str | None = None, expires_at: dt.datetime | None = None,
-                profile_id: int | None = None, job: dict | None = None, encrypt: bool = False,
-                item_key: str | None = None, item_hash: str | None = None) -> int:
-        """Insert one command body and one queue row per device, set-based."""
-        item = QueuedCommand(command_uuid, request_type, body, udids, profile_id, encrypt, item_key, item_hash)
-        return self.enqueue_batch([item], now=now, priority=priority, created_by=created_by,
-                                  expires_at=expires_at, job=job, job_id=job_id)
-
-    def enqueue_batch(self, items: Sequence[QueuedCommand], *, now: dt.datetime, priority: int = 0,
-                      created_by: str | None = None, expires_at: dt.datetime | None = None,
-                      job: dict | None = None, job_id: str | None = None) -> int:
-        """Several commands (each for its devices) and the job row, in one transaction."""
-        total = sum(len(i.udids) for i in items)
-        if job is not None:
-            job_id = job["id"]
-        with self.tx() as s:
-            if job is not None:
-                s.execute(insert(Job).values(total=total, **job))
-            if items:
-                s.execute(insert(Command), [
-                    {"uuid": i.command_uuid, "request_type": i.request_type, "body": i.body, "job_id": job_id,
-                     "created_by": created_by, "created_at": now, "expires_at": expires_at,
-                     "profile_id": i.profile_id, "encrypt": i.encrypt, "item_key": i.item_key,
-                     "item_hash": i.item_hash} for i in items])
-            rows = [{"udid": u, "command_uuid": i.command_uuid, "status": "queued", "priority": priority,
-                     "queued_at": now, "sent_count": 0} for i in items for u in i.udids]
-            for k in range(0, len(rows), INSERT_CHUNK):
-                s.execute(insert(QueueItem), rows[k : k + INSERT_CHUNK])
-        return total
-
+class SQLCommandQueue(SQLEnqueue):
     def report_and_next(self, udid: str, report: Report, now: dt.datetime) -> tuple[ReportOutcome, NextCommand | None]:
         with self.tx() as s:
             outcome = ReportOutcome(None, None, None)
@@ -114,12 +83,3 @@ class SQLCommandQueue(SQLStore):
                       .values(status="sent", sent_at=now, sent_count=QueueItem.sent_count + 1))
             s.execute(insert(CommandEvent).values(udid=udid, command_uuid=row.command_uuid, status="sent", at=now))
             return NextCommand(row.command_uuid, row.request_type, row.body, row.profile_id, row.encrypt)
-
-    def cancel(self, udid: str | None, command_uuid: str, now: dt.datetime) -> int:
-        """Cancel what is still queued (not yet sent) for one device or every device."""
-        cond = [QueueItem.command_uuid == command_uuid, QueueItem.status.in_(("queued", "not_now"))]
-        if udid:
-            cond.append(QueueItem.udid == udid)
-        with self.tx() as s:
-            res = s.execute(update(QueueItem).where(and_(*cond)).values(status="cancelled", completed_at=now))
-            return res.rowcount or 0
