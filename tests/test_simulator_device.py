@@ -21,7 +21,8 @@ from mdm.errors import ParseError
 from profiles.encryption import encrypt_profile
 from profiles.signing import sign_profile
 from simulator.client import ClientStats, parse_enrollment_profile, pick_ca, subject_name
-from simulator.device import NON_IDEMPOTENT, VirtualIPad, handled_request_types
+from simulator.commands import handled_request_types
+from simulator.device import NON_IDEMPOTENT, VirtualIPad
 from simulator.fleet import Fleet
 from simulator.inventory import hardware_for, random_serial
 from simulator.keypool import KeyPool, SignatureCache
