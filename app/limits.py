@@ -7,12 +7,12 @@ serves; behind a load balancer the effective limit is per instance).
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections import OrderedDict
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from app.errors import error_body
 from mdm.errors import RateLimited
@@ -46,27 +46,63 @@ class RateLimiter:
 
 
 def install_limits(app: FastAPI, settings) -> None:
-    api_max = settings.max_api_bytes
-    timeout = settings.request_timeout_seconds
+    app.add_middleware(LimitsMiddleware, api_max=settings.max_api_bytes, timeout=settings.request_timeout_seconds)
 
-    @app.middleware("http")
-    async def limits(request: Request, call_next):
-        path = request.url.path
+
+class LimitsMiddleware:
+    """URL sanity, the API body limit and the request timeout, as plain ASGI (every device
+    request passes here: no per-request task group, no request object)."""
+
+    def __init__(self, app, *, api_max: int, timeout: float) -> None:
+        self.app = app
+        self.api_max = api_max
+        self.timeout = timeout
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
         # no URL has a use for NUL, and PostgreSQL refuses it in any text it is compared with
-        if "\x00" in request.scope["path"] or any(n in request.scope["query_string"] for n in (b"%00", b"\x00")):
-            return JSONResponse(error_body("parse_error", "the URL contains a NUL character"), 400)
-        if path.startswith("/api/") and request.method in ("POST", "PUT", "PATCH"):
-            declared = request.headers.get("content-length")
-            if declared is not None and (not declared.isdigit() or int(declared) > api_max):
-                return JSONResponse(error_body("limit_exceeded", f"body larger than {api_max} bytes"), 413)
+        if "\x00" in scope["path"] or any(n in scope["query_string"] for n in (b"%00", b"\x00")):
+            return await _reply(send, 400, error_body("parse_error", "the URL contains a NUL character"))
+        if scope["path"].startswith("/api/") and scope["method"] in ("POST", "PUT", "PATCH"):
+            declared = _header(scope, b"content-length")
+            if declared is not None and (not declared.isdigit() or int(declared) > self.api_max):
+                return await _reply(send, 413, error_body("limit_exceeded", f"body larger than {self.api_max} bytes"))
+        started = abandoned = False
+
+        async def guarded_send(message) -> None:
+            nonlocal started
+            if abandoned:
+                return  # the client already has its 503
+            started = True
+            await send(message)
+
         # work in a thread cannot be cancelled: answer on time and let it finish (its transaction is atomic)
-        task = asyncio.ensure_future(call_next(request))
-        done, _ = await asyncio.wait({task}, timeout=timeout)
+        task = asyncio.ensure_future(self.app(scope, receive, guarded_send))
+        done, _ = await asyncio.wait((task,), timeout=self.timeout)
         if task in done:
             return task.result()
+        if started:  # a reply is on its way: let it finish
+            return await task
+        abandoned = True
         task.add_done_callback(_consume)
-        return JSONResponse(error_body("timeout", f"request took longer than {timeout}s"), 503,
-                            headers={"Retry-After": "5"})
+        await _reply(send, 503, error_body("timeout", f"request took longer than {self.timeout}s"),
+                     [(b"retry-after", b"5")])
+
+
+def _header(scope, name: bytes) -> str | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return v.decode("latin-1")
+    return None
+
+
+async def _reply(send, status: int, body: dict, headers: list | None = None) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": data})
 
 
 def _consume(task: asyncio.Task) -> None:

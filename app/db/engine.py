@@ -35,8 +35,9 @@ def make_engine(url: str, **kw) -> Engine:
         def _begin(conn):  # pragma: no cover - trivial
             # writers take the write lock up front (no lock upgrade deadlocks); readers don't queue
             # behind them: WAL lets them read the last committed state
+            # (straight to the driver: this runs for every transaction, and BEGIN has no parameters)
             readonly = conn.get_execution_options().get("schoolmdm_readonly")
-            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+            conn.connection.driver_connection.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
     # as many connections as request threads (anyio's default limiter is 40), so none waits for one

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from app.db.models import Device, EnrollmentEvent, IssuedCertificate, QueueItem
 from app.storage.interfaces import DeviceAuth
@@ -13,14 +13,14 @@ from mdm.checkin import Authenticate, TokenUpdate
 from mdm.errors import NotEnrolled
 
 PENDING = ("queued", "sent", "not_now")
+# built once: every device request runs it
+_AUTH = select(Device.cert_fingerprint, Device.enrollment_state).where(Device.udid == bindparam("udid"))
 
 
 class SQLCheckinStore(SQLStore):
     def device_auth(self, udid: str) -> DeviceAuth | None:
-        with self.tx(readonly=True) as s:
-            row = s.execute(
-                select(Device.cert_fingerprint, Device.enrollment_state).where(Device.udid == udid)
-            ).first()
+        with self.conn(readonly=True) as c:
+            row = c.execute(_AUTH, {"udid": udid}).first()
         return DeviceAuth(udid, row[0], row[1]) if row else None
 
     def fingerprint_owner(self, fingerprint: str) -> str | None:

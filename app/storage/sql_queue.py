@@ -1,14 +1,19 @@
 """SQL implementation of CommandQueue: per-device queue, priority then FIFO.
 
-The enqueue side lives in ``app.storage.sql_enqueue``; this module is the device side:
-record a report, hand out the next command."""
+The enqueue side lives in ``app.storage.sql_enqueue``; this module is the device side: record
+a report, hand out the next command. Every device request runs it, so its statements are built
+once and run on a Core connection, one transaction per request. An Idle that finds nothing to
+send is a read (no write lock on SQLite); ``last_seen_at`` is then written at most once per
+``seen_every`` per device and process.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from app.db.models import Command, CommandEvent, Device, QueueItem
 from app.storage.interfaces import NextCommand, ReportOutcome
@@ -23,63 +28,102 @@ STATUS_OF_REPORT = {
     "NotNow": "not_now",
 }
 FINAL = ("acknowledged", "error", "format_error", "cancelled", "expired", "retried")
+PENDING = ("queued", "sent", "not_now")
+SEEN_EVERY = dt.timedelta(seconds=60)
+NOTHING = ReportOutcome(None, None, None)
+
+
+def _next_stmt(statuses: tuple[str, ...]):
+    return (select(QueueItem.id, QueueItem.command_uuid, Command.request_type, Command.body, Command.expires_at,
+                   Command.profile_id, Command.encrypt)
+            .join(Command, Command.uuid == QueueItem.command_uuid)
+            .where(QueueItem.udid == bindparam("udid"), QueueItem.status.in_(statuses))
+            .order_by(QueueItem.priority.desc(), QueueItem.id)
+            .limit(1))
+
+
+# Idle also re-sends what was sent but never answered (and what the device put off with NotNow)
+_NEXT_IDLE = _next_stmt(PENDING)
+_NEXT_IDLE_LOCK = _NEXT_IDLE.with_for_update(of=QueueItem)
+_NEXT_AFTER_REPORT = _next_stmt(("queued",)).with_for_update(of=QueueItem)
+_REPORTED = (
+    select(QueueItem.id, QueueItem.status, QueueItem.sent_count, Command.request_type, Command.item_key,
+           Command.item_hash)
+    .join(Command, Command.uuid == QueueItem.command_uuid)
+    .where(QueueItem.udid == bindparam("udid"), QueueItem.command_uuid == bindparam("cu"))
+    .with_for_update(of=QueueItem))
+_COMPLETED = update(QueueItem).where(QueueItem.id == bindparam("qid")).values(
+    status=bindparam("new_status"), completed_at=bindparam("at"), result=bindparam("raw"),
+    error_chain=bindparam("chain"))
+_PUT_OFF = update(QueueItem).where(QueueItem.id == bindparam("qid")).values(status="not_now", error_chain=None)
+_SENT = update(QueueItem).where(QueueItem.id == bindparam("qid")).values(
+    status="sent", sent_at=bindparam("at"), sent_count=QueueItem.sent_count + 1)
+_EXPIRED = update(QueueItem).where(QueueItem.id == bindparam("qid")).values(status="expired",
+                                                                           completed_at=bindparam("at"))
+_EVENT = insert(CommandEvent)
+_SEEN = update(Device).where(Device.udid == bindparam("device")).values(last_seen_at=bindparam("at"))
 
 
 class SQLCommandQueue(SQLEnqueue):
+    def __init__(self, sessions, *, seen_every: dt.timedelta = SEEN_EVERY, max_seen: int = 200_000) -> None:
+        super().__init__(sessions)
+        self.seen_every = seen_every
+        self._seen: dict[str, dt.datetime] = {}  # udid -> last_seen_at this process last wrote
+        self._max_seen = max_seen
+        self._seen_lock = threading.Lock()
+
     def report_and_next(self, udid: str, report: Report, now: dt.datetime) -> tuple[ReportOutcome, NextCommand | None]:
-        with self.tx() as s:
-            outcome = ReportOutcome(None, None, None)
-            if not report.is_idle:
-                outcome = self._record(s, udid, report, now)
-            statuses = ("queued", "sent", "not_now") if report.is_idle else ("queued",)
-            nxt = self._next(s, udid, statuses, now)
-            s.execute(update(Device).where(Device.udid == udid).values(last_seen_at=now))
+        if report.is_idle and not self._seen_is_stale(udid, now):
+            with self.conn(readonly=True) as c:
+                if c.execute(_NEXT_IDLE, {"udid": udid}).first() is None:
+                    return NOTHING, None  # most Idle check-ins: nothing to send, seen recently
+        with self.conn() as c:
+            outcome = NOTHING if report.is_idle else self._record(c, udid, report, now)
+            nxt = self._next(c, udid, _NEXT_IDLE_LOCK if report.is_idle else _NEXT_AFTER_REPORT, now)
+            c.execute(_SEEN, {"device": udid, "at": now})
+        self._note_seen(udid, now)
         return outcome, nxt
 
-    def _record(self, s, udid: str, report: Report, now: dt.datetime) -> ReportOutcome:
-        row = s.execute(
-            select(QueueItem.id, QueueItem.status, QueueItem.sent_count, Command.request_type, Command.item_key,
-                   Command.item_hash)
-            .join(Command, Command.uuid == QueueItem.command_uuid)
-            .where(QueueItem.udid == udid, QueueItem.command_uuid == report.command_uuid)
-            .with_for_update(of=QueueItem)
-        ).first()
+    def _seen_is_stale(self, udid: str, now: dt.datetime) -> bool:
+        last = self._seen.get(udid)
+        return last is None or now - last >= self.seen_every or now < last
+
+    def _note_seen(self, udid: str, now: dt.datetime) -> None:
+        with self._seen_lock:
+            if len(self._seen) >= self._max_seen:
+                self._seen.clear()  # forgetting only costs one extra write per device
+            self._seen[udid] = now
+
+    def forget_seen(self, udid: str) -> None:
+        self._seen.pop(udid, None)
+
+    def _record(self, c, udid: str, report: Report, now: dt.datetime) -> ReportOutcome:
+        cu = report.command_uuid
+        row = c.execute(_REPORTED, {"udid": udid, "cu": cu}).first()
         if row is None or row.sent_count == 0:
-            raise UnknownCommand(f"command {report.command_uuid} was never sent to this device")
+            raise UnknownCommand(f"command {cu} was never sent to this device")
         if row.status in FINAL:
             # a repeated report (e.g. after a lost reply): already recorded, change nothing
-            return ReportOutcome(report.command_uuid, row.request_type, row.status, duplicate=True)
+            return ReportOutcome(cu, row.request_type, row.status, duplicate=True)
         new = STATUS_OF_REPORT[report.status]
-        values: dict = {"status": new}
-        if new != "not_now":
-            values.update(completed_at=now, result=report.raw,
-                          error_chain=json.dumps(report.error_chain, default=str) if report.error_chain else None)
+        if new == "not_now":
+            c.execute(_PUT_OFF, {"qid": row.id})
         else:
-            values["error_chain"] = None
-        s.execute(update(QueueItem).where(QueueItem.id == row.id).values(**values))
-        s.execute(insert(CommandEvent).values(udid=udid, command_uuid=report.command_uuid, status=new, at=now))
-        return ReportOutcome(report.command_uuid, row.request_type, new, item_key=row.item_key,
-                             item_hash=row.item_hash)
+            chain = json.dumps(report.error_chain, default=str) if report.error_chain else None
+            c.execute(_COMPLETED, {"qid": row.id, "new_status": new, "at": now, "raw": report.raw, "chain": chain})
+        c.execute(_EVENT, {"udid": udid, "command_uuid": cu, "status": new, "at": now})
+        return ReportOutcome(cu, row.request_type, new, item_key=row.item_key, item_hash=row.item_hash)
 
-    def _next(self, s, udid: str, statuses: tuple[str, ...], now: dt.datetime) -> NextCommand | None:
+    def _next(self, c, udid: str, stmt, now: dt.datetime) -> NextCommand | None:
         while True:
-            row = s.execute(
-                select(QueueItem.id, QueueItem.command_uuid, Command.request_type, Command.body, Command.expires_at,
-                       Command.profile_id, Command.encrypt)
-                .join(Command, Command.uuid == QueueItem.command_uuid)
-                .where(QueueItem.udid == udid, QueueItem.status.in_(statuses))
-                .order_by(QueueItem.priority.desc(), QueueItem.id)
-                .limit(1)
-                .with_for_update(of=QueueItem)
-            ).first()
+            row = c.execute(stmt, {"udid": udid}).first()
             if row is None:
                 return None
             exp = row.expires_at
             if exp is not None and (exp if exp.tzinfo else exp.replace(tzinfo=dt.timezone.utc)) <= now:
-                s.execute(update(QueueItem).where(QueueItem.id == row.id).values(status="expired", completed_at=now))
-                s.execute(insert(CommandEvent).values(udid=udid, command_uuid=row.command_uuid, status="expired", at=now))
+                c.execute(_EXPIRED, {"qid": row.id, "at": now})
+                c.execute(_EVENT, {"udid": udid, "command_uuid": row.command_uuid, "status": "expired", "at": now})
                 continue
-            s.execute(update(QueueItem).where(QueueItem.id == row.id)
-                      .values(status="sent", sent_at=now, sent_count=QueueItem.sent_count + 1))
-            s.execute(insert(CommandEvent).values(udid=udid, command_uuid=row.command_uuid, status="sent", at=now))
+            c.execute(_SENT, {"qid": row.id, "at": now})
+            c.execute(_EVENT, {"udid": udid, "command_uuid": row.command_uuid, "status": "sent", "at": now})
             return NextCommand(row.command_uuid, row.request_type, row.body, row.profile_id, row.encrypt)
