@@ -176,8 +176,14 @@ class Container:
     def blueprints(self):
         from app.services.blueprints import BlueprintService
 
-        return BlueprintService(self.sessions, self.pki, clock=self.clock,
+        return BlueprintService(self.sessions, self.pki, identities=self.issued_identities, clock=self.clock,
                                 roster_classes=self.roster_classes.classes_for)
+
+    @cached_property
+    def issued_identities(self):
+        from app.storage.sql_identities import SQLIdentityStore
+
+        return SQLIdentityStore.for_ca(self.sessions, self.pki.ca)
 
     @cached_property
     def roster_classes(self):

@@ -8,9 +8,15 @@ identities, for the anchor payloads) and ``password`` (of the PKCS#12 blobs).
 Identities are meant to last their validity period, not one build: an iPad
 keeps the identity it was given, and re-issuing on every build costs a
 certificate signature and a PKCS#12 encryption each time. ``CAIssuer(...,
-store=...)`` keeps them in an ``IdentityStore`` (get/put by CA fingerprint and
-common name) and reuses a stored one while it is valid for more than
-``renew_before``; ``MemoryIdentityStore`` is the in-process one.
+store=...)`` keeps them in an ``IdentityStore`` (by CA fingerprint and common
+name) and reuses a stored one while it is valid for more than ``renew_before``;
+``MemoryIdentityStore`` is the in-process one, ``app.storage.sql_identities``
+the database one that survives restarts and is shared by every instance.
+
+Several issuers (threads, processes, instances) may issue for one CN at once:
+``put`` stores an identity only if the stored one is still the one the issuer
+saw (``replaces``), and otherwise returns the one that got there first, which
+the issuer then uses - so one CN ends up with one identity.
 """
 
 from __future__ import annotations
@@ -77,7 +83,15 @@ class IdentityStore(Protocol):
 
     def get(self, ca_fingerprint: str, cn: str) -> IssuedIdentity | None: ...
 
-    def put(self, ca_fingerprint: str, cn: str, identity: IssuedIdentity) -> None: ...
+    def get_all(self, ca_fingerprint: str) -> dict[str, IssuedIdentity]:
+        """Every identity stored for the CA, by common name (one read for a whole build)."""
+        ...
+
+    def put(self, ca_fingerprint: str, cn: str, identity: IssuedIdentity, *,
+            replaces: bytes | None = None) -> IssuedIdentity:
+        """Store ``identity`` if the CN's stored identity is the certificate ``replaces`` (None:
+        there is none) and return it; otherwise keep the stored one and return that."""
+        ...
 
 
 class MemoryIdentityStore:
@@ -97,12 +111,20 @@ class MemoryIdentityStore:
                 self._entries.move_to_end((ca_fingerprint, cn))
             return found
 
-    def put(self, ca_fingerprint: str, cn: str, identity: IssuedIdentity) -> None:
+    def get_all(self, ca_fingerprint: str) -> dict[str, IssuedIdentity]:
         with self._lock:
-            self._entries[(ca_fingerprint, cn)] = identity
+            return {cn: ident for (fp, cn), ident in self._entries.items() if fp == ca_fingerprint}
+
+    def put(self, ca_fingerprint: str, cn: str, identity: IssuedIdentity, *,
+            replaces: bytes | None = None) -> IssuedIdentity:
+        with self._lock:
+            current = self._entries.get((ca_fingerprint, cn))
+            if current is None or current.cert_der == replaces:
+                self._entries[(ca_fingerprint, cn)] = current = identity
             self._entries.move_to_end((ca_fingerprint, cn))
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
+            return current
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -124,7 +146,8 @@ class CAIssuer:
     life of this issuer, so repeated builds in one process produce identical
     bytes. ``store`` keeps identities beyond this issuer: one found there for
     the CN, of this CA and password, is reused until ``renew_before`` its
-    expiry (then a new one is issued and stored). With a store and no
+    expiry (then a new one is issued and stored). The store is read once, on
+    the first call (``get_all``): an issuer serves one build. With a store and no
     ``password`` the password is derived from the CA key (``derived_password``).
     ``key`` reuses one private key for every identity, which makes issuing
     cheap (tests, benchmarks); production leaves it ``None``.
@@ -147,23 +170,43 @@ class CAIssuer:
         self.ca_fingerprint = fingerprint_der(ca.cert_der)
         self.issued = 0  # identities this issuer created (not reused)
         self._issued: dict[str, tuple[bytes, bytes]] = {}
+        self._stored: dict[str, IssuedIdentity] | None = None  # the store's identities of this CA
         self.anchors: tuple[bytes, ...] = (ca.cert_der, *(
             c.public_bytes(serialization.Encoding.DER) for c in ca.chain))
 
     def __call__(self, cn: str) -> tuple[bytes, bytes]:
         if self.cache and cn in self._issued:
             return self._issued[cn]
-        stored = self.store.get(self.ca_fingerprint, cn) if self.store is not None else None
-        if stored is not None and self._reusable(stored):
-            out = (stored.cert_der, stored.pkcs12)
-        else:
+        if self.store is None:
             ident = self._issue(cn)
-            out = (ident.cert_der, ident.pkcs12)
-            if self.store is not None:
-                self.store.put(self.ca_fingerprint, cn, ident)
+        else:
+            ident = self.load().get(cn)
+            if ident is None or not self._reusable(ident):
+                ident = self._issue_and_keep(cn, ident)
+        out = (ident.cert_der, ident.pkcs12)
         if self.cache:
             self._issued[cn] = out
         return out
+
+    def load(self) -> dict[str, IssuedIdentity]:
+        """The store's identities of this CA, read on the first call (or ``{}`` without a store)."""
+        if self._stored is None:
+            self._stored = self.store.get_all(self.ca_fingerprint) if self.store is not None else {}
+        return self._stored
+
+    def _issue_and_keep(self, cn: str, stale: IssuedIdentity | None) -> IssuedIdentity:
+        """Issue for ``cn`` and store it - or, when another issuer stored one for the CN first
+        that this one can use, use that instead (the one just issued is dropped)."""
+        ident = self._issue(cn)
+        replaces = stale.cert_der if stale is not None else None
+        for _ in range(3):
+            kept = self.store.put(self.ca_fingerprint, cn, ident, replaces=replaces)
+            if kept.cert_der == ident.cert_der or self._reusable(kept):
+                ident = kept
+                break
+            replaces = kept.cert_der  # stored meanwhile but of no use here (another password): replace it
+        self._stored[cn] = ident
+        return ident
 
     def _reusable(self, stored: IssuedIdentity) -> bool:
         return stored.password == self.password and stored.not_after - self.clock() > self.renew_before

@@ -10,8 +10,8 @@ named from those. A rebuilt profile therefore replaces the installed one.
 Content hash: SHA-256 of the unsigned, key-sorted XML plist with issued key
 material blanked (the ``PayloadContent`` and ``Password`` of every
 ``com.apple.security.pkcs12`` payload). Identities differ each time they are
-issued (an issuer with an ``IdentityStore`` reuses them, but a new CA, a
-renewal or another process issues new ones), and they are not blueprint
+issued (an issuer with an ``IdentityStore`` reuses them, but a new CA or a
+renewal issues new ones), and they are not blueprint
 *content*: hashing them would make the Classroom and EAP-TLS profiles look
 changed and re-send them to every iPad. With them blanked the hash moves only
 when the blueprint (or an anchor certificate) changes; a profile whose hash is

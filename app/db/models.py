@@ -312,3 +312,4 @@ class AuditEntry(Base):
 
 from app.db import models_roster as _roster  # noqa: E402,F401  (roster, waves, loans tables)
 from app.db import models_ade  # noqa: E402,F401  (ADE tables: registered on Base.metadata)
+from app.db import models_identity  # noqa: E402,F401  (issued identities: registered on Base.metadata)

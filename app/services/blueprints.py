@@ -29,17 +29,12 @@ from profiles.blueprint.classroom import Classroom, SchoolClass
 from profiles.blueprint.errors import errors_only
 from profiles.blueprint.loader import load_problems
 from profiles.blueprint.models import ROLES
-from profiles.issuer import CAIssuer, MemoryIdentityStore
+from profiles.issuer import CAIssuer, IdentityStore
 from profiles.profile import BuiltProfile, build_blueprint, build_profile
 from profiles.secrets import MASK, SECRET_KEYS, masked
 from profiles.signing import sign_profile
 
 log = logging.getLogger("schoolmdm.blueprints")
-
-#: Classroom and EAP-TLS identities issued in this process, by CA fingerprint and common name:
-#: a rebuild reuses them while they are valid (profiles.issuer), so a changed profile keeps the
-#: identity the iPads already have. Per process - another worker or a restart issues its own.
-ISSUED_IDENTITIES = MemoryIdentityStore()
 
 
 @dataclass
@@ -64,10 +59,14 @@ def _sources(directory: Path, school_id: str) -> dict[str, str]:
 
 
 class BlueprintService(SQLStore):
-    def __init__(self, sessions, pki, *, clock: Clock = utcnow,
+    def __init__(self, sessions, pki, *, identities: IdentityStore, clock: Clock = utcnow,
                  roster_classes: Callable[[str], list[SchoolClass]] | None = None) -> None:
         super().__init__(sessions)
         self.pki = pki
+        #: Classroom and EAP-TLS identities issued before (app.storage.sql_identities): a rebuild in
+        #: any instance, after any restart, reuses them while they are valid (profiles.issuer), so a
+        #: changed profile keeps the identity the iPads already have
+        self.identities = identities
         self.clock = clock
         #: a school's classes from the imported roster (app/services/roster.py); they replace the blueprint's
         self.roster_classes = roster_classes
@@ -82,7 +81,7 @@ class BlueprintService(SQLStore):
         return bp.model_copy(update={"classroom": Classroom(organisation=org, classes=classes)})
 
     def issuer(self) -> CAIssuer:
-        return CAIssuer(self.pki.ca, store=ISSUED_IDENTITIES)
+        return CAIssuer(self.pki.ca, store=self.identities)
 
     def check(self, directory: Path | str) -> list:
         return check(directory)
