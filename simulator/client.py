@@ -32,10 +32,10 @@ from mdm.enrollment import find_payload
 from mdm.errors import MDMError, ParseError
 from mdm.pki import load_cert, new_key, utcnow
 from mdm.scep import build_request, parse_cert_rep, request_sender_nonce, self_signed
-from mdm.signature import sign_detached
 from profiles.signing import unsign_profile, verify_profile
 from simulator.device import VirtualIPad
 from simulator.keypool import KeyPool, SignatureCache
+from simulator.signer import DetachedSigner
 
 CHECKIN_TYPE = "application/x-apple-aspen-mdm-checkin"
 CONNECT_TYPE = "application/x-apple-aspen-mdm"
@@ -229,6 +229,7 @@ class DeviceClient:
         self.stats = stats or ClientStats()
         self.max_commands = max_commands
         self.config: EnrollmentConfig | None = None
+        self._signer: DetachedSigner | None = None
 
     async def _request(self, stage: str, method: str, url: str, **kw) -> httpx.Response:
         label = f"{method} {urlsplit(url).path}"
@@ -249,12 +250,18 @@ class DeviceClient:
                                  status=r.status_code)
         return r
 
+    def signer(self) -> DetachedSigner:
+        """The device identity's signer (made again when the identity changes)."""
+        d, s = self.device, self._signer
+        if s is None or s.cert is not d.cert or s.key is not d.key:
+            s = self._signer = DetachedSigner(d.cert, d.key)
+        return s
+
     async def _put_signed(self, stage: str, url: str, body: bytes, content_type: str, *, cached: bool = False) -> bytes:
-        d = self.device
         headers = {"Content-Type": content_type}
         if self.config is None or self.config.sign_message:
-            headers["Mdm-Signature"] = (self.signatures.sign(body, d.cert, d.key) if cached
-                                        else sign_detached(body, d.cert, d.key))
+            signer = self.signer()
+            headers["Mdm-Signature"] = self.signatures.sign(body, signer) if cached else signer.sign(body)
         r = await self._request(stage, "PUT", url, content=body, headers=headers)
         return r.content
 

@@ -9,19 +9,17 @@ sends again and again byte for byte (its Idle report).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mdm.pki import new_key
-from mdm.signature import sign_detached
+from simulator.signer import DetachedSigner
 
 DEFAULT_POOL_SIZE = 16
 KEY_BITS = 2048
@@ -94,7 +92,7 @@ class KeyPool:
 
 
 class SignatureCache:
-    """``Mdm-Signature`` values for (certificate, body) pairs, least recently used evicted.
+    """``Mdm-Signature`` values for (identity, body) pairs, least recently used evicted.
 
     Only worth it for bodies that repeat exactly, such as a device's Idle report; the
     signing time inside a cached signature is the time it was first made.
@@ -107,15 +105,15 @@ class SignatureCache:
         self.hits = 0
         self.misses = 0
 
-    def sign(self, body: bytes, cert: x509.Certificate, key: rsa.RSAPrivateKey) -> str:
-        k = (cert.fingerprint(hashes.SHA256()), hashlib.sha256(body).digest())
+    def sign(self, body: bytes, signer: DetachedSigner) -> str:
+        k = (signer.fingerprint, body)  # a bytes object caches its hash: the same Idle body hashes once
         with self._lock:
             sig = self._cache.get(k)
             if sig is not None:
                 self._cache.move_to_end(k)
                 self.hits += 1
                 return sig
-        sig = sign_detached(body, cert, key)
+        sig = signer.sign(body)
         with self._lock:
             self.misses += 1
             self._cache[k] = sig

@@ -26,6 +26,7 @@ from simulator.device import NON_IDEMPOTENT, VirtualIPad
 from simulator.fleet import Fleet
 from simulator.inventory import hardware_for, random_serial
 from simulator.keypool import KeyPool, SignatureCache
+from simulator.signer import DetachedSigner
 
 
 @pytest.fixture(scope="module")
@@ -420,10 +421,12 @@ def test_key_pool_round_robin_and_disk_cache(tmp_path):
 
 
 def test_signature_cache_reuses_idle_signatures(ipad):
-    cache = SignatureCache()
-    a = cache.sign(ipad.idle_report(), ipad.cert, ipad.key)
-    b = cache.sign(ipad.idle_report(), ipad.cert, ipad.key)
+    cache, signer = SignatureCache(), DetachedSigner(ipad.cert, ipad.key)
+    a = cache.sign(ipad.idle_report(), signer)
+    b = cache.sign(ipad.idle_report(), signer)
     assert a == b and (cache.hits, cache.misses) == (1, 1)
+    other = cache.sign(ipad.idle_report() + b" ", signer)
+    assert other != a and (cache.hits, cache.misses) == (1, 2)
     from mdm.signature import SignatureVerifier
 
     verifier = SignatureVerifier([ipad.ca_cert])
