@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 
 from app.db.models import Command, Device, Profile, QueueItem
 from app.db.models_ade import DeviceSetup
@@ -36,6 +36,8 @@ FAILED = ("error", "format_error", "expired")
 DONE = ("acknowledged", "retried", "cancelled")  # queue statuses that no longer hold a set-up back
 PRIORITY = 10  # ahead of routine work (inventory refresh runs at -10)
 STALE = dt.timedelta(minutes=5)
+_UNDER_WAY = select(DeviceSetup.udid).where(DeviceSetup.udid == bindparam("udid"),
+                                            DeviceSetup.state.in_(("configuring", "failed")))
 
 
 def _iso(t):
@@ -184,6 +186,9 @@ class SetupTracker(SQLStore):
     def check(self, udid: str, *, push: bool = True) -> bool:
         """Look at the set-up job's commands for this device: one failed -> ``failed`` with its
         reason; all acknowledged -> DeviceConfigured queued (once). True when it was queued."""
+        with self.conn(readonly=True) as c:  # most results belong to no set-up: no write lock for them
+            if c.execute(_UNDER_WAY, {"udid": udid}).first() is None:
+                return False
         with self.tx() as s:
             row = s.get(DeviceSetup, udid, with_for_update=True)
             if row is None or row.state not in ("configuring", "failed") or row.job_id is None:

@@ -8,6 +8,7 @@ certificate (Apple's ``EncryptedPayloadContent``) and the profile is signed.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import replace
 
@@ -20,7 +21,8 @@ from profiles.signing import sign_profile
 
 
 class EncryptingConnect:
-    def __init__(self, inner, profiles, checkins, certs, pki, *, cache_size: int = 256) -> None:
+    def __init__(self, inner, profiles, checkins, certs, pki, *, cache_size: int = 256,
+                 cert_cache_size: int = 50_000) -> None:
         self.inner = inner
         self.profiles = profiles
         self.checkins = checkins
@@ -28,22 +30,34 @@ class EncryptingConnect:
         self.pki = pki
         self._plists: OrderedDict[int, dict] = OrderedDict()  # profile versions are immutable
         self._cache_size = cache_size
+        self._certs: OrderedDict[str, x509.Certificate] = OrderedDict()
+        self._cert_cache_size = cert_cache_size
+        self._lock = threading.Lock()
 
     def _profile(self, profile_id: int) -> dict:
         p = self._plists.get(profile_id)
         if p is None:
             p = plist.loads(self.profiles.plist_of(profile_id))
-            self._plists[profile_id] = p
-            while len(self._plists) > self._cache_size:
-                self._plists.popitem(last=False)
+            with self._lock:
+                self._plists[profile_id] = p
+                while len(self._plists) > self._cache_size:
+                    self._plists.popitem(last=False)
         return p
 
     def _device_cert(self, udid: str) -> x509.Certificate:
         auth = self.checkins.device_auth(udid)
-        info = self.certs.lookup(auth.cert_fingerprint) if auth and auth.cert_fingerprint else None
-        if not info or not info.get("cert_der"):
-            raise NotEnrolled("no identity certificate on record to encrypt the profile for this device")
-        return x509.load_der_x509_certificate(info["cert_der"])
+        fp = auth.cert_fingerprint if auth else None
+        cert = self._certs.get(fp) if fp else None  # a fingerprint names one certificate for good
+        if cert is None:
+            info = self.certs.lookup(fp) if fp else None
+            if not info or not info.get("cert_der"):
+                raise NotEnrolled("no identity certificate on record to encrypt the profile for this device")
+            cert = x509.load_der_x509_certificate(info["cert_der"])
+            with self._lock:
+                self._certs[fp] = cert
+                while len(self._certs) > self._cert_cache_size:
+                    self._certs.popitem(last=False)
+        return cert
 
     def process(self, report):
         res = self.inner.process(report)

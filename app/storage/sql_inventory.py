@@ -5,10 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from app.db.models import Command, Device, DeviceApp, DeviceItem, DeviceProfile, IssuedCertificate, Profile, School
 from app.storage.sql_base import SQLStore, dumps_json
+
+_PROFILE_OF_COMMAND = (select(Profile.identifier, Profile.content_hash, Profile.payload_uuid, Profile.name)
+                       .join(Command, Command.profile_id == Profile.id).where(Command.uuid == bindparam("cu")))
+_FORGET_PROFILE = delete(DeviceProfile).where(DeviceProfile.udid == bindparam("device"),
+                                              DeviceProfile.identifier == bindparam("ident"))
+_INSERT_PROFILE = insert(DeviceProfile)
 
 
 class SQLInventoryStore(SQLStore):
@@ -42,18 +48,17 @@ class SQLInventoryStore(SQLStore):
                 s.execute(insert(DeviceProfile), list(rows.values()))
 
     def profile_acknowledged(self, udid: str, command_uuid: str, now: dt.datetime) -> None:
-        """An InstallProfile was acknowledged: remember which version is on the device."""
-        with self.tx() as s:
-            p = s.execute(
-                select(Profile.identifier, Profile.content_hash, Profile.payload_uuid, Profile.name)
-                .join(Command, Command.profile_id == Profile.id).where(Command.uuid == command_uuid)
-            ).first()
+        """An InstallProfile was acknowledged: remember which version is on the device.
+
+        (Every device acknowledges every pushed profile: statements built once, Core connection.)"""
+        with self.conn() as c:
+            p = c.execute(_PROFILE_OF_COMMAND, {"cu": command_uuid}).first()
             if p is None:
                 return
-            s.execute(delete(DeviceProfile).where(DeviceProfile.udid == udid, DeviceProfile.identifier == p.identifier))
-            s.execute(insert(DeviceProfile).values(udid=udid, identifier=p.identifier, content_hash=p.content_hash,
-                                                   payload_uuid=p.payload_uuid, display_name=p.name,
-                                                   source="acknowledged", updated_at=now))
+            c.execute(_FORGET_PROFILE, {"device": udid, "ident": p.identifier})
+            c.execute(_INSERT_PROFILE, {"udid": udid, "identifier": p.identifier, "content_hash": p.content_hash,
+                                        "payload_uuid": p.payload_uuid, "display_name": p.name,
+                                        "source": "acknowledged", "updated_at": now})
 
     def profile_removed(self, udid: str, identifier: str) -> None:
         with self.tx() as s:

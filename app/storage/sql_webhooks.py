@@ -49,7 +49,7 @@ class SQLWebhookStore(SQLStore):
         """Active webhooks and their events; cached briefly (only a cache: any instance may add one)."""
         now = time.monotonic()
         if self._cache is None or now - self._cache[0] > self._ttl:
-            with self.tx() as s:
+            with self.tx(readonly=True) as s:
                 rows = s.execute(select(Webhook.id, Webhook.events).where(Webhook.active.is_(True))).all()
             self._cache = (now, [(i, set(json.loads(e))) for i, e in rows])
         return self._cache[1]
