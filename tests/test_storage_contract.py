@@ -137,6 +137,127 @@ def test_queue_enqueue_for_unknown_device_writes_nothing(stores):
     assert nxt is None  # the whole enqueue was rolled back
 
 
+def _fleet(c):
+    """s1: pupils P1-P3 (P3 unenrolled), teacher T1 (has profile "wifi" v1), pending N1; s2: pupil O1."""
+    from sqlalchemy import insert, update
+
+    from app.db.models import Device, DeviceProfile
+
+    c.schools.upsert("s2", "School Two", "x", T0)
+    for u in ("P1", "P2", "P3", "T1", "O1"):
+        enroll(c, u)
+    c.checkin_store.checkout("P3", at(1))
+    with c.sessions.begin() as s:
+        s.execute(update(Device).where(Device.udid == "T1").values(role="teacher"))
+        s.execute(update(Device).where(Device.udid == "O1").values(school_id="s2"))
+        s.execute(insert(Device).values(udid="N1", school_id="s1", enrollment_state="pending", created_at=T0))
+        s.execute(insert(DeviceProfile).values(udid="T1", identifier="wifi", content_hash="v1",
+                                               source="acknowledged", updated_at=T0))
+
+
+def _queued(c, cu):
+    from sqlalchemy import select
+
+    from app.db.models import QueueItem
+
+    with c.sessions.begin() as s:
+        return sorted(s.execute(select(QueueItem.udid).where(QueueItem.command_uuid == cu,
+                                                             QueueItem.status == "queued")).scalars())
+
+
+def _pushes(c):
+    from sqlalchemy import select
+
+    from app.db.models import PushRequest
+
+    with c.sessions.begin() as s:
+        return sorted(s.execute(select(PushRequest.udid)).scalars())
+
+
+@pytest.mark.parametrize("selection, expected", [
+    ({"school_id": "s1"}, ["P1", "P2", "T1"]),
+    ({"school_id": "s1", "role": "pupil"}, ["P1", "P2"]),
+    ({"school_id": "s1", "role": "teacher"}, ["T1"]),
+    ({}, ["O1", "P1", "P2", "T1"]),
+    ({"udids": ("P1", "P3", "N1", "O1", "P1")}, ["O1", "P1"]),
+    ({"school_id": "s1", "lacking": ("wifi", "v1")}, ["P1", "P2"]),
+    ({"school_id": "s1", "lacking": ("wifi", "v2")}, ["P1", "P2", "T1"]),
+    ({"school_id": "s2", "role": "teacher"}, []),
+])
+def test_queue_enqueue_selected_queues_exactly_the_selected_enrolled_devices(stores, selection, expected):
+    from app.storage.interfaces import DeviceSelection
+
+    _fleet(stores)
+    job = {"id": "J1", "kind": "command", "request_type": "ProfileList", "target": "t", "school_id": None,
+           "created_by": "test", "created_at": at(2), "expires_at": None}
+    n = stores.queue.enqueue_selected(DeviceSelection(**selection), command_uuid="SEL", request_type="ProfileList",
+                                      body=b"x", now=at(2), job=job, created_by="test")
+    assert n == len(expected)
+    assert _queued(stores, "SEL") == expected
+    assert _pushes(stores) == expected  # one push request per queued device, no other
+    assert stores.jobs.get("J1")["total"] == len(expected)
+
+
+def test_queue_enqueue_selected_without_devices_or_job_writes_nothing(stores):
+    from sqlalchemy import func, select
+
+    from app.db.models import Command
+    from app.storage.interfaces import DeviceSelection
+
+    _fleet(stores)
+    assert stores.queue.enqueue_selected(DeviceSelection(school_id="s2", role="teacher"), command_uuid="NONE",
+                                         request_type="ProfileList", body=b"x", now=at(2)) == 0
+    with stores.sessions.begin() as s:
+        assert s.execute(select(func.count()).select_from(Command)).scalar_one() == 0
+
+
+def test_queue_enqueue_selected_long_udid_list_is_chunked(stores):
+    from sqlalchemy import insert
+
+    from app.db.models import Device
+    from app.storage.interfaces import DeviceSelection
+
+    udids = tuple(f"U{i:05d}" for i in range(40_000))  # more than one statement's parameters on SQLite
+    with stores.sessions.begin() as s:
+        s.execute(insert(Device), [{"udid": u, "school_id": "s1", "enrollment_state": "enrolled", "created_at": T0}
+                                   for u in udids])
+    n = stores.queue.enqueue_selected(DeviceSelection(udids=udids + udids[:5]), command_uuid="LONG",
+                                      request_type="ProfileList", body=b"x", now=at(0), push=False)
+    assert n == 40_000
+    assert stores.devices.command_status("LONG")["counts"] == {"queued": 40_000}
+    assert _pushes(stores) == []
+
+
+@pytest.mark.parametrize("fails_at", ["job", "push"])
+def test_queue_enqueue_selected_failing_midway_leaves_nothing(stores, monkeypatch, fails_at):
+    from sqlalchemy import func, insert, select
+
+    from app.db.models import Command, Job, QueueItem
+    from app.storage import sql_enqueue
+    from app.storage.interfaces import DeviceSelection
+
+    _fleet(stores)
+    job = {"id": "J1", "kind": "command", "request_type": "ProfileList", "target": "t", "school_id": None,
+           "created_by": "test", "created_at": at(2), "expires_at": None}
+    if fails_at == "job":  # the job row (written after the queue rows) collides
+        with stores.sessions.begin() as s:
+            s.execute(insert(Job).values(total=0, **job))
+    else:  # the push outbox (written last) fails
+        def broken(*a, **kw):
+            raise RuntimeError("outbox down")
+        monkeypatch.setattr(sql_enqueue, "request_selected", broken)
+    with pytest.raises(Exception):
+        stores.queue.enqueue_selected(DeviceSelection(school_id="s1"), command_uuid="HALF",
+                                      request_type="ProfileList", body=b"x", now=at(2), job=job)
+    with stores.sessions.begin() as s:
+        assert s.execute(select(func.count()).select_from(QueueItem)).scalar_one() == 0
+        assert s.execute(select(func.count()).select_from(Command)).scalar_one() == 0
+        assert s.execute(select(Job.total)).scalars().all() == ([0] if fails_at == "job" else [])
+    assert _pushes(stores) == []
+    _, nxt = stores.queue.report_and_next("P1", report("P1", "Idle"), at(3))
+    assert nxt is None
+
+
 def test_push_queue_coalesces_claims_and_retries(stores):
     for u in ("U1", "U2", "U3"):
         enroll(stores, u)

@@ -46,6 +46,21 @@ class QueuedCommand:
 
 
 @dataclass(frozen=True)
+class DeviceSelection:
+    """Which enrolled devices a set-based enqueue is for, chosen by the database.
+
+    ``udids`` (when not None) limits to those devices, else ``school_id`` and ``role`` (when set)
+    to a school and a role; ``lacking`` = (profile identifier, content hash) leaves out the devices
+    that already have that exact profile. Nothing set: every enrolled device.
+    """
+
+    udids: tuple[str, ...] | None = None
+    school_id: str | None = None
+    role: str | None = None
+    lacking: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class ReportOutcome:
     """What recording a report did (for webhooks and metrics)."""
 
@@ -73,6 +88,11 @@ class CommandQueue(Protocol):
     def enqueue_batch(self, items: Sequence[QueuedCommand], *, now: dt.datetime, priority: int = 0,
                       created_by: str | None = None, expires_at: dt.datetime | None = None,
                       job: dict | None = None) -> int: ...
+    def enqueue_selected(self, selection: DeviceSelection, *, command_uuid: str, request_type: str, body: bytes,
+                         now: dt.datetime, priority: int = 0, job_id: str | None = None,
+                         created_by: str | None = None, expires_at: dt.datetime | None = None,
+                         profile_id: int | None = None, job: dict | None = None, encrypt: bool = False,
+                         push: bool = True) -> int: ...
     def report_and_next(self, udid: str, report: Report, now: dt.datetime) -> tuple[ReportOutcome, NextCommand | None]: ...
     def cancel(self, udid: str | None, command_uuid: str, now: dt.datetime) -> int: ...
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Iterable, Sequence
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Select, delete, literal, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -21,20 +21,33 @@ CHUNK = 5000
 MAX_ATTEMPTS = 8
 
 
+def _upsert(dialect: str, now: dt.datetime, udids: Select | None = None):
+    """INSERT into the outbox (from ``udids``, a SELECT of UDIDs, or else per parameter row); a
+    device already waiting is due now again, with its attempts reset."""
+    ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(PushRequest)
+    if udids is not None:
+        ts = PushRequest.requested_at.type
+        # SQLite's parser needs a WHERE in an upsert's SELECT (else ON CONFLICT reads as a join's ON)
+        rows = udids.add_columns(literal(now, ts), literal(0), literal(now, ts)).where(true())
+        ins = ins.from_select(["udid", "requested_at", "attempts", "not_before"], rows)
+    return ins.on_conflict_do_update(index_elements=[PushRequest.udid],
+                                     set_={"requested_at": now, "not_before": now, "attempts": 0})
+
+
+def request_selected(s, dialect: str, udids: Select, now: dt.datetime) -> None:
+    """Request a push for every device ``udids`` (a SELECT) names, in the caller's transaction ``s``."""
+    s.execute(_upsert(dialect, now, udids))
+
+
 class SQLPushQueue(SQLStore):
     def request(self, udids: Iterable[str], now: dt.datetime) -> int:
         rows = [{"udid": u, "requested_at": now, "attempts": 0, "not_before": now} for u in dict.fromkeys(udids)]
         if not rows:
             return 0
-        ins = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        stmt = _upsert(self.dialect, now)
         with self.tx() as s:
             for i in range(0, len(rows), CHUNK):
-                stmt = ins(PushRequest).values(rows[i : i + CHUNK])
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=[PushRequest.udid],
-                    set_={"requested_at": now, "not_before": now, "attempts": 0},
-                )
-                s.execute(stmt)
+                s.execute(stmt, rows[i : i + CHUNK])
         return len(rows)
 
     def claim(self, limit: int, now: dt.datetime, lease: float = 30.0) -> list[tuple[str, bytes, str, str]]:
