@@ -77,3 +77,34 @@ def test_everything_queued_is_audited(api, client, school, container):
 def test_unknown_job_is_404(api):
     assert api.get("/api/v1/jobs/nope").status_code == 404
     assert api.post("/api/v1/jobs/nope/cancel").status_code == 404
+
+
+def test_profile_push_job_queues_the_school_devices_that_lack_it(api, client, school, container):
+    from sqlalchemy import insert
+
+    from app.db.models import DeviceProfile
+    from app.services.enrollment import hash_secret
+    from profiles.wifi_profile import wifi_psk_profile
+
+    container.schools.upsert("gs-sued", "Grundschule Süd", hash_secret("other-token"), container.clock())
+    other = TestDevice(client).enroll("gs-sued", "other-token")
+    has_it, gone, *lacking = enroll_n(client, school, 4)
+    container.checkin_store.checkout(gone.udid, container.clock())
+    p = container.profiles.store(school_id=school["id"], role=None, name="wifi",
+                                 payload=wifi_psk_profile(school["id"], "Stadt", "Schule", "Pausenbrot2026!"))
+    with container.sessions.begin() as s:
+        s.execute(insert(DeviceProfile).values(udid=has_it.udid, identifier=p.identifier, content_hash=p.content_hash,
+                                               source="acknowledged", updated_at=container.clock()))
+
+    r = api.post(f"/api/v1/profiles/{p.id}/push", json={}).json()
+    assert r["queued"] == 2 and r["job"]["total"] == 2 and r["job"]["school_id"] == school["id"]
+    listed = api.get(f"/api/v1/jobs/{r['job']['id']}/devices").json()["items"]
+    assert sorted(i["udid"] for i in listed) == sorted(d.udid for d in lacking)
+    assert {i["command_uuid"] for i in listed} == {r["command_uuid"]}
+
+    everyone = api.post(f"/api/v1/profiles/{p.id}/push", json={"only_changed": False}).json()
+    listed = api.get(f"/api/v1/jobs/{everyone['job']['id']}/devices").json()["items"]
+    assert sorted(i["udid"] for i in listed) == sorted(d.udid for d in (has_it, *lacking))
+    assert other.udid not in {i["udid"] for i in listed} and gone.udid not in {i["udid"] for i in listed}
+    log = api.get("/api/v1/audit", params={"action": "queue:InstallProfile"}).json()["items"]
+    assert [e["details"]["devices"] for e in log] == [3, 2]

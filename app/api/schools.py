@@ -78,11 +78,12 @@ def router(c) -> APIRouter:
             me.require_school(p["school_id"])
         target = Target(udids=tuple(body.devices or ()), school_id=None if body.devices else p["school_id"],
                         role=body.role or p["role"])
-        udids = await run_in_threadpool(lambda: c.profiles.targets(profile_id, target, only_changed=body.only_changed))
+        target = await run_in_threadpool(lambda: c.profiles.push_target(profile_id, target,
+                                                                        only_changed=body.only_changed))
         cmd = InstallProfile(params={"Payload": p["signed"]})
         encrypt = await run_in_threadpool(c.profiles.encrypts, profile_id)
         job = await run_in_threadpool(lambda: c.jobs.submit(cmd, target, actor=me.name, kind="profile",
-                                                            profile_id=profile_id, udids=udids, encrypt=encrypt))
+                                                            profile_id=profile_id, encrypt=encrypt))
         return {"job": job, "command_uuid": cmd.command_uuid, "queued": job["total"], "profile": p["identifier"],
                 "version": p["version"]}
 

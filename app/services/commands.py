@@ -10,8 +10,9 @@ from sqlalchemy import select
 
 from app.db.models import Device
 from app.services.clock import Clock, utcnow
-from app.storage.interfaces import CommandQueue, PushQueue
+from app.storage.interfaces import CommandQueue, DeviceSelection, PushQueue
 from app.storage.sql_base import SQLStore
+from app.storage.sql_selection import UDID_CHUNK, selected_udids
 from mdm.commands import Command, new_command
 from mdm.errors import NotFound, ValidationFailed
 
@@ -24,6 +25,8 @@ class Target:
     school_id: str | None = None
     role: str | None = None
     everyone: bool = False
+    #: (profile identifier, content hash): leave out the devices that already have it
+    lacking: tuple[str, str] | None = None
 
     def describe(self) -> str:
         if self.udids:
@@ -44,23 +47,30 @@ class Enqueued:
 class TargetResolver(SQLStore):
     """Which enrolled devices a target names."""
 
-    def resolve(self, t: Target) -> list[str]:
-        q = select(Device.udid).where(Device.enrollment_state == "enrolled")
+    def selection(self, t: Target) -> DeviceSelection:
+        """The target as a selection the database resolves; unknown UDIDs are refused (NotFound)."""
         if t.udids:
-            with self.tx() as s:
-                found = set(s.execute(select(Device.udid).where(Device.udid.in_(t.udids))).scalars())
-                missing = [u for u in t.udids if u not in found]
-                if missing:
-                    raise NotFound(f"unknown device(s): {', '.join(missing[:10])}", details={"unknown": missing})
-                return list(s.execute(q.where(Device.udid.in_(t.udids)).order_by(Device.udid)).scalars())
+            self._known(t.udids)
+            return DeviceSelection(udids=t.udids, lacking=t.lacking)
         if t.school_id:
-            q = q.where(Device.school_id == t.school_id)
-            if t.role:
-                q = q.where(Device.role == t.role)
-        elif not t.everyone:
+            return DeviceSelection(school_id=t.school_id, role=t.role, lacking=t.lacking)
+        if not t.everyone:
             raise ValidationFailed("a target needs devices, a school or everyone")
-        with self.tx() as s:
-            return list(s.execute(q.order_by(Device.udid)).scalars())
+        return DeviceSelection(lacking=t.lacking)
+
+    def resolve(self, t: Target) -> list[str]:
+        sel = self.selection(t)
+        with self.tx(readonly=True) as s:
+            return sorted(u for q in selected_udids(sel) for u in s.execute(q).scalars())
+
+    def _known(self, udids: tuple[str, ...]) -> None:
+        found: set[str] = set()
+        with self.tx(readonly=True) as s:
+            for k in range(0, len(udids), UDID_CHUNK):
+                found.update(s.execute(select(Device.udid).where(Device.udid.in_(udids[k : k + UDID_CHUNK]))).scalars())
+        missing = [u for u in udids if u not in found]
+        if missing:
+            raise NotFound(f"unknown device(s): {', '.join(missing[:10])}", details={"unknown": missing})
 
 
 class CommandService:
@@ -77,23 +87,28 @@ class CommandService:
                 udids: list[str] | None = None, encrypt: bool = False) -> Enqueued:
         """Queue ``command`` for the target's enrolled devices (and record ``job`` with it).
 
-        ``udids``, when given, are the already-resolved devices of ``target``.
+        ``udids``, when given, are the already-resolved devices of ``target``; else the database
+        chooses them (one ``INSERT … SELECT``), and the result carries no UDID list.
         """
-        if udids is None:
-            udids = self.resolver.resolve(target)
         now = self.clock()
         body = command.to_plist()
         if job is not None:
             job_id = job["id"]
-        if udids or job is not None:
-            self.queue.enqueue(command_uuid=command.command_uuid, request_type=command.request_type, body=body,
-                               udids=udids, now=now, priority=priority, job_id=job_id, created_by=actor,
-                               expires_at=expires_at, profile_id=profile_id, job=job, encrypt=encrypt)
-            if push:
-                self.pushes.request(udids, now)
+        fields = dict(command_uuid=command.command_uuid, request_type=command.request_type, body=body, now=now,
+                      priority=priority, job_id=job_id, created_by=actor, expires_at=expires_at,
+                      profile_id=profile_id, job=job, encrypt=encrypt)
+        if udids is None:
+            count = self.queue.enqueue_selected(self.resolver.selection(target), push=push, **fields)
+            udids = []
+        else:
+            count = len(udids)
+            if udids or job is not None:
+                self.queue.enqueue(udids=udids, **fields)
+                if push:
+                    self.pushes.request(udids, now)
         log.info("queued %s %s for %d device(s) (%s) by %s", command.request_type, command.command_uuid,
-                 len(udids), target.describe(), actor)
-        return Enqueued(command.command_uuid, command.request_type, len(udids), udids)
+                 count, target.describe(), actor)
+        return Enqueued(command.command_uuid, command.request_type, count, udids)
 
     def enqueue_request(self, request_type: str, params: dict | None, target: Target, **kw) -> Enqueued:
         return self.enqueue(new_command(request_type, params), target, **kw)

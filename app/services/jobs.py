@@ -36,13 +36,13 @@ class JobService(SQLStore):
 
     def submit(self, command: MDMCommand, target: Target, *, actor: str, kind: str = "command",
                priority: int = 0, expires_at: dt.datetime | None = None, profile_id: int | None = None,
-               udids: list[str] | None = None, encrypt: bool = False) -> dict:
+               encrypt: bool = False) -> dict:
         job = {"id": str(uuid.uuid4()), "kind": kind, "request_type": command.request_type,
                "target": target.describe()[:255], "school_id": target.school_id or self._school_of(target),
                "created_by": actor,
                "created_at": self.clock(), "expires_at": expires_at}
         self.commands.enqueue(command, target, actor=actor, priority=priority, expires_at=expires_at,
-                              profile_id=profile_id, job=job, udids=udids, encrypt=encrypt)
+                              profile_id=profile_id, job=job, encrypt=encrypt)
         return self.get(job["id"])
 
     def _school_of(self, target: Target) -> str | None:
@@ -149,8 +149,9 @@ class JobService(SQLStore):
             cmd = command_class(rt)(params=cmd_dict)
             res = self.commands.enqueue(cmd, Target(udids=tuple(udids)), actor=actor, job_id=job_id,
                                         profile_id=pid)
+            requeued = select(QueueItem.udid).where(QueueItem.command_uuid == res.command_uuid).scalar_subquery()
             with self.tx() as s:  # the failed attempt is superseded: counted once, as the new one
-                s.execute(update(QueueItem).where(QueueItem.command_uuid == cu, QueueItem.udid.in_(res.udids),
+                s.execute(update(QueueItem).where(QueueItem.command_uuid == cu, QueueItem.udid.in_(requeued),
                                                   QueueItem.status.in_(FAILED)).values(status="retried"))
             retried += res.count
         doc = self.get(job_id)

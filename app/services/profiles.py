@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import func, select
 
-from app.db.models import DeviceProfile, Profile
+from app.db.models import Profile
 from app.services.clock import Clock, utcnow
 from app.services.commands import CommandService, Enqueued, Target
 from app.storage.sql_base import SQLStore
@@ -117,29 +117,21 @@ class ProfileService(SQLStore):
                             "school_id": p.school_id, "role": p.role, "content_hash": p.content_hash})
             return out
 
-    def targets(self, profile_id: int, target: Target, *, only_changed: bool = True) -> list[str]:
-        """The target's enrolled devices, less those that already have this exact content."""
+    def push_target(self, profile_id: int, target: Target, *, only_changed: bool = True) -> Target:
+        """The target of a push of this profile: its school's (and role's) devices unless the target names
+        others; with ``only_changed``, less the devices that already have this exact content."""
         p = self.get(profile_id)
         if target.school_id is None and p["school_id"] and not target.udids and not target.everyone:
             target = Target(school_id=p["school_id"], role=p["role"])
-        udids = self.commands.resolver.resolve(target)
-        if only_changed and udids:
-            with self.tx() as s:
-                current = set(s.execute(select(DeviceProfile.udid).where(
-                    DeviceProfile.identifier == p["identifier"], DeviceProfile.content_hash == p["content_hash"],
-                    DeviceProfile.udid.in_(udids))).scalars())
-            udids = [u for u in udids if u not in current]
-        return udids
+        return replace(target, lacking=(p["identifier"], p["content_hash"]) if only_changed else None)
 
     def push(self, profile_id: int, target: Target, *, actor: str | None = None,
              only_changed: bool = True) -> Enqueued:
         """Queue InstallProfile for the target's devices that lack this exact content."""
         p = self.get(profile_id)
-        udids = self.targets(profile_id, target, only_changed=only_changed)
         cmd = InstallProfile(params={"Payload": p["signed"]})
-        if not udids:
-            return Enqueued(cmd.command_uuid, "InstallProfile", 0)
-        return self.commands.enqueue(cmd, target, actor=actor, profile_id=profile_id, udids=udids,
+        return self.commands.enqueue(cmd, self.push_target(profile_id, target, only_changed=only_changed),
+                                     actor=actor, profile_id=profile_id,
                                      encrypt=self.encrypts(profile_id))
 
 
