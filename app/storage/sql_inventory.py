@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from app.db.models import Command, Device, DeviceApp, DeviceItem, DeviceProfile, IssuedCertificate, Profile, School
 from app.storage.sql_base import SQLStore, dumps_json
@@ -15,18 +15,23 @@ _PROFILE_OF_COMMAND = (select(Profile.identifier, Profile.content_hash, Profile.
 _FORGET_PROFILE = delete(DeviceProfile).where(DeviceProfile.udid == bindparam("device"),
                                               DeviceProfile.identifier == bindparam("ident"))
 _INSERT_PROFILE = insert(DeviceProfile)
+_INFO_COLUMNS = (("DeviceName", "device_name"), ("OSVersion", "os_version"), ("BuildVersion", "build_version"),
+                 ("ProductName", "product_name"), ("ModelName", "model_name"), ("SerialNumber", "serial"))
+_SAVE_INFO = update(Device).where(Device.udid == bindparam("device")).values(
+    inventory=bindparam("inventory"), inventory_at=bindparam("at"),
+    **{col: func.coalesce(bindparam(col, type_=Device.__table__.c[col].type), Device.__table__.c[col])
+       for _, col in _INFO_COLUMNS})
 
 
 class SQLInventoryStore(SQLStore):
     def save_device_information(self, udid: str, info: dict, now: dt.datetime) -> None:
-        vals: dict = {"inventory": dumps_json(info), "inventory_at": now}
-        for key, col in (("DeviceName", "device_name"), ("OSVersion", "os_version"),
-                         ("BuildVersion", "build_version"), ("ProductName", "product_name"),
-                         ("ModelName", "model_name"), ("SerialNumber", "serial")):
-            if _fits(info.get(key), Device, col):
-                vals[col] = info[key]
-        with self.tx() as s:
-            s.execute(update(Device).where(Device.udid == udid).values(**vals))
+        """DeviceInformation's answer: the whole answer, and the columns the support desk searches
+        (a key the device did not send, or sent too long, keeps what we had)."""
+        values = {"device": udid, "inventory": dumps_json(info), "at": now}
+        for key, col in _INFO_COLUMNS:
+            values[col] = info[key] if _fits(info.get(key), Device, col) else None
+        with self.conn() as c:
+            c.execute(_SAVE_INFO, values)
 
     def replace_profile_list(self, udid: str, items: list[dict], now: dt.datetime) -> None:
         with self.tx() as s:
