@@ -50,7 +50,6 @@ def make_mdm_router(container) -> APIRouter:
         metrics.reports.labels(report.status).inc()
         return out
 
-    @router.put("/mdm/checkin")
     async def checkin(request: Request) -> Response:
         t0 = time.perf_counter()
         raw = await read_body(request, settings.max_checkin_bytes)
@@ -63,7 +62,6 @@ def make_mdm_router(container) -> APIRouter:
             metrics.latency.labels("checkin").observe(time.perf_counter() - t0)
         return Response(out, media_type=PLIST if out else None)
 
-    @router.put("/mdm/connect")
     async def connect(request: Request) -> Response:
         t0 = time.perf_counter()
         raw = await read_body(request, settings.max_connect_bytes)
@@ -73,4 +71,8 @@ def make_mdm_router(container) -> APIRouter:
             metrics.latency.labels("connect").observe(time.perf_counter() - t0)
         return Response(out, media_type=PLIST if out else None)
 
+    # plain Starlette routes: every device request comes here, and they need no FastAPI
+    # dependency resolution (the error handler still turns MDMError into its reply)
+    router.add_route("/mdm/checkin", checkin, methods=["PUT"], include_in_schema=False)
+    router.add_route("/mdm/connect", connect, methods=["PUT"], include_in_schema=False)
     return router
