@@ -37,7 +37,10 @@ def _next_stmt(statuses: tuple[str, ...]):
     return (select(QueueItem.id, QueueItem.command_uuid, Command.request_type, Command.body, Command.expires_at,
                    Command.profile_id, Command.encrypt)
             .join(Command, Command.uuid == QueueItem.command_uuid)
-            .where(QueueItem.udid == bindparam("udid"), QueueItem.status.in_(statuses))
+            # the first status condition is the pending index's own predicate, so the database uses it
+            # (SQLite only uses a partial index when the query repeats its WHERE term)
+            .where(QueueItem.udid == bindparam("udid"), QueueItem.status.in_(PENDING),
+                   *([QueueItem.status.in_(statuses)] if statuses != PENDING else []))
             .order_by(QueueItem.priority.desc(), QueueItem.id)
             .limit(1))
 
