@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import logging
 from typing import Optional
 
@@ -29,6 +31,17 @@ def register(app: typer.Typer) -> None:
         pki = c.pki
         ssl = {"ssl_certfile": str(pki.path("tls.pem")), "ssl_keyfile": str(pki.path("tls.key"))} if s.tls else {}
         c.close()
+        if workers > 1:
+            # the supervisor only watches the workers: exec a bare uvicorn in this process (same pid,
+            # so signals still reach it) instead of keeping the CLI's imports (~90 MiB) resident
+            argv = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+                    "--host", host or s.host, "--port", str(port or s.port), "--workers", str(workers),
+                    "--log-level", s.log_level.lower(), "--no-access-log"]
+            for k, v in ssl.items():
+                argv += ["--" + k.replace("_", "-"), v]
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execv(sys.executable, argv)
         uvicorn.run("app.main:create_app", factory=True, host=host or s.host, port=port or s.port,
                     workers=workers, log_level=s.log_level.lower(), access_log=False, **ssl)
 
