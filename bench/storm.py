@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import math
 import os
 import platform
 import re
@@ -213,9 +212,8 @@ class StormBench:
         ignore = CACHE / ".gitignore"
         if not ignore.exists():
             ignore.write_text("*\n")
-        per_client = max(1, math.ceil(self.concurrency / 4))
         return BenchFleet(ca_file=self.ca, key_cache_dir=str(CACHE / "keys"), session_concurrency=self.concurrency,
-                          http_clients=4, connections_per_client=per_client, record_latency=True)
+                          max_connections=self.concurrency, record_latency=True)
 
     def api(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.server_url, verify=ssl.create_default_context(cafile=self.ca),

@@ -1,6 +1,6 @@
 """The network side of one virtual iPad: enrollment profile, SCEP, check-in, connect.
 
-``DeviceClient`` drives a ``VirtualIPad`` over a shared ``httpx.AsyncClient`` with
+``DeviceClient`` drives a ``VirtualIPad`` over a shared ``simulator.http.HTTPClient`` with
 Apple's wire format: the signed enrollment profile is verified against the CA it
 carries, the identity comes from SCEP (RFC 8894) using the profile's challenge and
 subject, and every check-in and report is signed (``Mdm-Signature``).
@@ -19,9 +19,9 @@ from array import array
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import urlsplit
 
-import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
@@ -34,6 +34,7 @@ from mdm.pki import load_cert, new_key, utcnow
 from mdm.scep import build_request, parse_cert_rep, request_sender_nonce, self_signed
 from profiles.signing import unsign_profile, verify_profile
 from simulator.device import VirtualIPad
+from simulator.http import HTTPClient, HTTPError, Response
 from simulator.keypool import KeyPool, SignatureCache
 from simulator.signer import DetachedSigner
 
@@ -213,10 +214,16 @@ def pick_ca(body: bytes, fingerprint: bytes | None) -> x509.Certificate:
     raise ParseError("no certificate from GetCACert matches the profile's CAFingerprint")
 
 
+@lru_cache(maxsize=256)
+def _label(method: str, url: str) -> str:
+    """What requests are counted and timed by: "PUT /mdm/connect"."""
+    return f"{method} {urlsplit(url).path}"
+
+
 class DeviceClient:
     """One iPad's HTTP conversation with the server (the HTTP client is shared)."""
 
-    def __init__(self, device: VirtualIPad, http: httpx.AsyncClient, *, keys: KeyPool | None = None,
+    def __init__(self, device: VirtualIPad, http: HTTPClient, *, keys: KeyPool | None = None,
                  signatures: SignatureCache | None = None, stats: ClientStats | None = None,
                  max_commands: int = MAX_COMMANDS_PER_SESSION, report_retries: int = 6,
                  retry_backoff: float = 0.25) -> None:
@@ -231,21 +238,22 @@ class DeviceClient:
         self.config: EnrollmentConfig | None = None
         self._signer: DetachedSigner | None = None
 
-    async def _request(self, stage: str, method: str, url: str, **kw) -> httpx.Response:
-        label = f"{method} {urlsplit(url).path}"
-        self.stats.requests[label] += 1
-        latency = self.stats.latency
+    async def _request(self, stage: str, method: str, url: str, **kw) -> Response:
+        label = _label(method, url)
+        stats = self.stats
+        stats.requests[label] += 1
+        latency = stats.latency
         t0 = time.perf_counter()
         try:
             r = await self.http.request(method, url, **kw)
-        except httpx.HTTPError as e:
-            self.stats.http_errors[f"{label} {type(e).__name__}"] += 1
+        except HTTPError as e:
+            stats.http_errors[f"{label} {type(e).__name__}"] += 1
             raise SimulatorError(f"{label}: {type(e).__name__}: {e}", stage=stage) from None
         finally:
             if latency is not None:
                 latency.record(label, t0, time.perf_counter())
         if r.status_code != 200:
-            self.stats.http_errors[f"{label} {r.status_code}"] += 1
+            stats.http_errors[f"{label} {r.status_code}"] += 1
             raise SimulatorError(f"{label} answered {r.status_code}: {r.text[:200]}", stage=stage,
                                  status=r.status_code)
         return r

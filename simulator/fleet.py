@@ -21,6 +21,7 @@ import httpx
 from mdm.errors import MDMError
 from simulator.client import ClientStats, DeviceClient, LatencyRecorder
 from simulator.device import VirtualIPad
+from simulator.http import HTTPClient, tls_context
 from simulator.inventory import hardware_for, random_serial
 from simulator.keypool import DEFAULT_POOL_SIZE, KeyPool, SignatureCache
 
@@ -29,7 +30,7 @@ FEED_RETRY = 1.0
 
 
 def tls_verify(ca_file: str | None, insecure: bool) -> ssl.SSLContext | bool:
-    """httpx ``verify``: off when ``insecure``, the given CA file, or the system CAs."""
+    """httpx ``verify`` (the APNs feed): off when ``insecure``, the given CA file, or the system CAs."""
     if insecure:
         return False
     if ca_file:
@@ -40,9 +41,9 @@ def tls_verify(ca_file: str | None, insecure: bool) -> ssl.SSLContext | bool:
 class Fleet:
     def __init__(self, *, ca_file: str | None = None, insecure: bool = False, not_now_once: Iterable[str] = (),
                  session_concurrency: int = 32, retry_delay: float | None = 1.0, keys: KeyPool | None = None,
-                 key_cache_dir: str | None = None, http: httpx.AsyncClient | None = None,
+                 key_cache_dir: str | None = None, http: HTTPClient | None = None,
                  timeout: float = 60.0, awaiting_configuration: bool = False,
-                 http_clients: int = 4, connections_per_client: int = 8, record_latency: bool = False) -> None:
+                 max_connections: int = 32, record_latency: bool = False) -> None:
         self.ca_file, self.insecure = ca_file, insecure
         self.not_now_once = set(not_now_once)
         self.awaiting_configuration = awaiting_configuration
@@ -56,15 +57,10 @@ class Fleet:
         self.clients: dict[str, DeviceClient] = {}  # by UDID
         self.feed_position = 0
         self._by_token: dict[str, str] = {}
-        # Devices share a few HTTP clients with small pools: httpcore's pool bookkeeping costs
-        # O(connections^2) per request, so 4 x 8 connections is far cheaper than 1 x 32.
+        # every device shares one keep-alive connection pool per server (``max_connections``)
         self._own_http = http is None
-        verify = tls_verify(ca_file, insecure)
-        limits = httpx.Limits(max_connections=connections_per_client,
-                              max_keepalive_connections=connections_per_client)
-        self.http_pool: list[httpx.AsyncClient] = [http] if http is not None else [
-            httpx.AsyncClient(verify=verify, timeout=timeout, limits=limits) for _ in range(max(1, http_clients))]
-        self.http = self.http_pool[0]
+        self.http = http or HTTPClient(ssl_context=tls_context(ca_file, insecure), max_connections=max_connections,
+                                       timeout=timeout)
         self._session_slots = asyncio.Semaphore(session_concurrency)
         self._running: set[str] = set()
         self._pending: set[str] = set()
@@ -87,8 +83,7 @@ class Fleet:
             raise ValueError(f"serial {serial} is already in the fleet")
         d = VirtualIPad(hardware_for(serial), not_now_once=self.not_now_once,
                         awaiting_configuration=self.awaiting_configuration)
-        http = self.http_pool[len(self.devices) % len(self.http_pool)]
-        client = DeviceClient(d, http, keys=self.keys, signatures=self.signatures, stats=self.client_stats)
+        client = DeviceClient(d, self.http, keys=self.keys, signatures=self.signatures, stats=self.client_stats)
         self.devices[d.udid], self.by_serial[serial], self.clients[d.udid] = d, d, client
         self._by_token[d.token.hex()] = d.udid
         return client
@@ -113,7 +108,7 @@ class Fleet:
                 for attempt in range(attempts):
                     try:
                         return await client.enroll(server, school, token)
-                    except (MDMError, httpx.HTTPError) as e:
+                    except MDMError as e:
                         status = getattr(e, "status", None)
                         if attempt + 1 < attempts and (status is None or status >= 500 or status == 429):
                             self.counters["enroll_retries"] += 1  # Setup Assistant tries again
@@ -143,7 +138,7 @@ class Fleet:
             async with slots:
                 try:
                     return await enroll_ade(client, mock_ade_url, attestation)
-                except (MDMError, httpx.HTTPError) as e:
+                except MDMError as e:
                     self.counters["enroll_failures"] += 1
                     self.client_stats.note_error(getattr(e, "stage", "enroll") or "enroll", str(e))
                     return None
@@ -298,7 +293,7 @@ class Fleet:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._own_http:
-            await asyncio.gather(*(h.aclose() for h in self.http_pool))
+            await self.http.aclose()
 
 
 async def run_fleet(devices: int, school: str, server: str, token: str, apns_feed: str,
