@@ -45,8 +45,8 @@ def make_mdm_router(container) -> APIRouter:
         signer = auth.signer(creds[0], raw, creds[1])
         report = parse_report(raw, max_bytes=settings.max_connect_bytes, max_depth=settings.max_plist_depth)
         limiter.check(report.udid)
-        auth.for_enrolled(report.udid, signer, allow_authenticated=False)
-        out = container.connect.handle(report)
+        device = auth.enrolled(report.udid, signer, allow_authenticated=False)
+        out = container.connect.handle(report, device=device)
         metrics.reports.labels(report.status).inc()
         return out
 

@@ -14,7 +14,7 @@ import logging
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import load_pem_x509_certificate
 
-from app.storage.interfaces import CertificateStore, CheckinStore
+from app.storage.interfaces import CertificateStore, CheckinStore, DeviceAuth
 from mdm.errors import CertAuthError, CertMismatch, NotEnrolled
 from mdm.signature import SignatureVerifier, VerifiedSigner
 
@@ -51,6 +51,11 @@ class DeviceAuthenticator:
         return signer.fingerprint
 
     def for_enrolled(self, udid: str, signer: VerifiedSigner, *, allow_authenticated: bool = True) -> str:
+        return self.enrolled(udid, signer, allow_authenticated=allow_authenticated).cert_fingerprint
+
+    def enrolled(self, udid: str, signer: VerifiedSigner, *, allow_authenticated: bool = True) -> DeviceAuth:
+        """The device's record, once its certificate is the one bound to it (the connect path passes
+        it on, so nothing reads it twice)."""
         auth = self.checkins.device_auth(udid)
         if auth is None or auth.enrollment_state in ("unenrolled", "pending"):
             raise NotEnrolled("device is not enrolled")
@@ -59,7 +64,7 @@ class DeviceAuthenticator:
         if auth.cert_fingerprint != signer.fingerprint:
             log.warning("certificate mismatch for %s", udid)
             raise CertMismatch("certificate is not the one bound to this device")
-        return signer.fingerprint
+        return auth
 
 
 def _cert_from_header(value: str) -> bytes:

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from app.services.clock import Clock, utcnow
-from app.storage.interfaces import CommandQueue, NextCommand, ReportOutcome
+from app.storage.interfaces import CommandQueue, DeviceAuth, NextCommand, ReportOutcome
 from mdm import plist
 from mdm.commands import Report
 
@@ -34,15 +34,18 @@ class ConnectService:
         self.results = results  # ResultHandler: applies acknowledged results to inventory
         self.clock = clock
 
-    def process(self, report: Report) -> ConnectResult:
+    def process(self, report: Report, *, device: DeviceAuth | None = None) -> ConnectResult:
+        """``device``: the device's record as the authenticator read it in this request (whether
+        commands wait for it saves the queue a read)."""
         now = self.clock()
-        outcome, nxt = self.queue.report_and_next(report.udid, report, now)
+        outcome, nxt = self.queue.report_and_next(report.udid, report, now,
+                                                  pending=device.has_pending if device else None)
         if outcome.command_uuid and not outcome.duplicate and outcome.status == "acknowledged":
             self.results.apply(report.udid, outcome, report, now)
         return ConnectResult(outcome, nxt)
 
-    def handle(self, report: Report) -> bytes:
-        return self.process(report).body
+    def handle(self, report: Report, **known) -> bytes:
+        return self.process(report, **known).body
 
 
 class ResultHandler:

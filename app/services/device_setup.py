@@ -250,8 +250,8 @@ class SetupConnect:
         self.inner = inner
         self.setup = setup
 
-    def process(self, report: Report) -> ConnectResult:
-        res = self.inner.process(report)
+    def process(self, report: Report, **known) -> ConnectResult:
+        res = self.inner.process(report, **known)
         o = res.outcome
         if res.new_result and o.status in FINAL:
             more = res.next is not None
@@ -261,5 +261,5 @@ class SetupConnect:
                 return ConnectResult(o, self.inner.process(idle).next)
         return res
 
-    def handle(self, report: Report) -> bytes:
-        return self.process(report).body
+    def handle(self, report: Report, **known) -> bytes:
+        return self.process(report, **known).body

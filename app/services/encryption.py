@@ -44,8 +44,8 @@ class EncryptingConnect:
                     self._plists.popitem(last=False)
         return p
 
-    def _device_cert(self, udid: str) -> x509.Certificate:
-        auth = self.checkins.device_auth(udid)
+    def _device_cert(self, udid: str, auth=None) -> x509.Certificate:
+        auth = auth or self.checkins.device_auth(udid)
         fp = auth.cert_fingerprint if auth else None
         cert = self._certs.get(fp) if fp else None  # a fingerprint names one certificate for good
         if cert is None:
@@ -59,16 +59,16 @@ class EncryptingConnect:
                     self._certs.popitem(last=False)
         return cert
 
-    def process(self, report):
-        res = self.inner.process(report)
+    def process(self, report, **known):
+        res = self.inner.process(report, **known)
         nxt = res.next
         if nxt is None or not nxt.encrypt or nxt.profile_id is None:
             return res
-        profile = encrypt_profile(self._profile(nxt.profile_id), self._device_cert(report.udid))
+        profile = encrypt_profile(self._profile(nxt.profile_id), self._device_cert(report.udid, known.get("device")))
         signed = sign_profile(plist.dumps(profile), self.pki.signing)
         body = plist.dumps({"CommandUUID": nxt.command_uuid,
                             "Command": {"RequestType": "InstallProfile", "Payload": signed}})
         return replace(res, next=replace(nxt, body=body))
 
-    def handle(self, report) -> bytes:
-        return self.process(report).body
+    def handle(self, report, **known) -> bytes:
+        return self.process(report, **known).body

@@ -20,8 +20,8 @@ class ErasingConnect:
         self.certs = certs
         self.clock = clock
 
-    def process(self, report):
-        res = self.inner.process(report)
+    def process(self, report, **known):
+        res = self.inner.process(report, **known)
         o = res.outcome
         if res.new_result and o.request_type == "EraseDevice" and o.status == "acknowledged":
             now = self.clock()
@@ -31,5 +31,5 @@ class ErasingConnect:
             return replace(res, next=None)
         return res
 
-    def handle(self, report) -> bytes:
-        return self.process(report).body
+    def handle(self, report, **known) -> bytes:
+        return self.process(report, **known).body

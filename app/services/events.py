@@ -43,8 +43,8 @@ class EventingConnect:
         self.jobs = jobs
         self.clock = clock
 
-    def process(self, report: Report):
-        res = self.inner.process(report)
+    def process(self, report: Report, **known):
+        res = self.inner.process(report, **known)
         o = res.outcome
         if res.new_result and o.status in FINAL_STATUSES:
             events = []
@@ -60,5 +60,5 @@ class EventingConnect:
                 self.hooks.enqueue(events, self.clock())
         return res
 
-    def handle(self, report: Report) -> bytes:
-        return self.process(report).body
+    def handle(self, report: Report, **known) -> bytes:
+        return self.process(report, **known).body

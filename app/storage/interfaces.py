@@ -20,6 +20,8 @@ class DeviceAuth:
     udid: str
     cert_fingerprint: str | None
     enrollment_state: str
+    #: commands wait for it (queued, sent or put off), as read with the rest; None: not read
+    has_pending: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ class CommandQueue(Protocol):
                          created_by: str | None = None, expires_at: dt.datetime | None = None,
                          profile_id: int | None = None, job: dict | None = None, encrypt: bool = False,
                          push: bool = True) -> int: ...
-    def report_and_next(self, udid: str, report: Report, now: dt.datetime) -> tuple[ReportOutcome, NextCommand | None]: ...
+    def report_and_next(self, udid: str, report: Report, now: dt.datetime, *,
+                        pending: bool | None = None) -> tuple[ReportOutcome, NextCommand | None]: ...
     def cancel(self, udid: str | None, command_uuid: str, now: dt.datetime) -> int: ...
 
 

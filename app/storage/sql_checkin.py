@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, exists, insert, select, update
 
 from app.db.models import Device, EnrollmentEvent, IssuedCertificate, QueueItem
 from app.storage.interfaces import DeviceAuth
@@ -14,14 +14,17 @@ from mdm.errors import NotEnrolled
 
 PENDING = ("queued", "sent", "not_now")
 # built once: every device request runs it
-_AUTH = select(Device.cert_fingerprint, Device.enrollment_state).where(Device.udid == bindparam("udid"))
+# (the status condition is the pending index's predicate, so the EXISTS is an index probe)
+_AUTH = select(Device.cert_fingerprint, Device.enrollment_state,
+               exists().where(QueueItem.udid == Device.udid, QueueItem.status.in_(PENDING))
+               ).where(Device.udid == bindparam("udid"))
 
 
 class SQLCheckinStore(SQLStore):
     def device_auth(self, udid: str) -> DeviceAuth | None:
         with self.conn(readonly=True) as c:
             row = c.execute(_AUTH, {"udid": udid}).first()
-        return DeviceAuth(udid, row[0], row[1]) if row else None
+        return DeviceAuth(udid, row[0], row[1], bool(row[2])) if row else None
 
     def fingerprint_owner(self, fingerprint: str) -> str | None:
         with self.tx(readonly=True) as s:

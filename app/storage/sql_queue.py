@@ -75,8 +75,13 @@ class SQLCommandQueue(SQLEnqueue):
         self._max_seen = max_seen
         self._seen_lock = threading.Lock()
 
-    def report_and_next(self, udid: str, report: Report, now: dt.datetime) -> tuple[ReportOutcome, NextCommand | None]:
+    def report_and_next(self, udid: str, report: Report, now: dt.datetime, *,
+                        pending: bool | None = None) -> tuple[ReportOutcome, NextCommand | None]:
+        """``pending``: whether commands wait for the device, when the caller read it in this
+        request (False saves the read; a command queued since then comes with its push)."""
         if report.is_idle and not self._seen_is_stale(udid, now):
+            if pending is False:
+                return NOTHING, None
             with self.conn(readonly=True) as c:
                 if c.execute(_NEXT_IDLE, {"udid": udid}).first() is None:
                     return NOTHING, None  # most Idle check-ins: nothing to send, seen recently
