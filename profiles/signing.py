@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 
 from mdm.errors import ParseError
 from mdm.pki import Identity, utcnow
-from mdm.signature import check_signature, parse_signed_data, sid_matches
+from mdm.cms import check_signature, parse_signed_data, sid_matches
 
 MAX_CHAIN = 8
 

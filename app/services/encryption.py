@@ -22,7 +22,7 @@ from profiles.signing import sign_profile
 
 class EncryptingConnect:
     def __init__(self, inner, profiles, checkins, certs, pki, *, cache_size: int = 256,
-                 cert_cache_size: int = 50_000) -> None:
+                 cert_cache_size: int = 2_048) -> None:
         self.inner = inner
         self.profiles = profiles
         self.checkins = checkins
