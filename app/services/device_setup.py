@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import logging
 import threading
+import time
 
 from sqlalchemy import and_, bindparam, or_, select, update
 
@@ -36,6 +37,7 @@ FAILED = ("error", "format_error", "expired")
 DONE = ("acknowledged", "retried", "cancelled")  # queue statuses that no longer hold a set-up back
 PRIORITY = 10  # ahead of routine work (inventory refresh runs at -10)
 STALE = dt.timedelta(minutes=5)
+START_BUDGET = 5.0  # seconds a TokenUpdate may spend starting others' set-ups (the request timeout is 30)
 _UNDER_WAY = select(DeviceSetup.udid).where(DeviceSetup.udid == bindparam("udid"),
                                             DeviceSetup.state.in_(("configuring", "failed")))
 
@@ -87,28 +89,43 @@ class SetupTracker(SQLStore):
                         setattr(row, k, v)
             elif row.state not in ("queued", "starting"):
                 return
-        self.start_queued()  # also takes up a start that failed before (the device sends TokenUpdate again)
+        self.start_queued(budget=START_BUDGET)  # also takes up a start that failed before (the device sends TokenUpdate again)
 
-    def start_queued(self) -> int:
+    def start_queued(self, *, budget: float | None = None) -> int:
         """Start every queued set-up: each school's blueprint pushed to its devices as one job.
 
         One thread per process starts set-ups while the others only queue theirs, so devices that
         enroll together share a blueprint plan and a job instead of one each; the starter looks
         again after letting go, so nothing queued meanwhile is left behind. Claims are atomic in
         the database (instances share the work); a claim a crashed process left is retaken after
-        ``STALE``."""
+        ``STALE``. ``budget`` (seconds) bounds a starter that is a device's request: past it, a
+        background thread takes over what is left, so no TokenUpdate waits for a whole wave."""
         total = 0
+        deadline = None if budget is None else time.monotonic() + budget
         while True:
             if not self._starting.acquire(blocking=False):
                 return total  # the starting thread takes ours along
+            over = False
             try:
                 while n := self._claim_and_start():
                     total += n
+                    if deadline is not None and time.monotonic() > deadline:
+                        over = True
+                        break
             finally:
                 self._starting.release()
+            if over:
+                threading.Thread(target=self._start_rest, name="device-setup", daemon=True).start()
+                return total
             with self.tx() as s:
                 if s.execute(select(DeviceSetup.udid).where(DeviceSetup.state == "queued").limit(1)).first() is None:
                     return total
+
+    def _start_rest(self) -> None:
+        try:
+            self.start_queued()
+        except Exception as e:  # what is still queued is started by the periodic run
+            log.warning("device set-up left for the periodic start: %s: %s", type(e).__name__, e)
 
     def _claim_and_start(self) -> int:
         now = self.clock()
