@@ -102,9 +102,6 @@ class SQLCommandQueue(SQLEnqueue):
                 self._seen.clear()  # forgetting only costs one extra write per device
             self._seen[udid] = now
 
-    def forget_seen(self, udid: str) -> None:
-        self._seen.pop(udid, None)
-
     def _record(self, c, udid: str, report: Report, now: dt.datetime) -> ReportOutcome:
         cu = report.command_uuid
         row = c.execute(_REPORTED, {"udid": udid, "cu": cu}).first()
