@@ -7,12 +7,12 @@ serves; behind a load balancer the effective limit is per instance).
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections import OrderedDict
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from app.errors import error_body
 from mdm.errors import RateLimited
@@ -63,11 +63,13 @@ class LimitsMiddleware:
             return await self.app(scope, receive, send)
         # no URL has a use for NUL, and PostgreSQL refuses it in any text it is compared with
         if "\x00" in scope["path"] or any(n in scope["query_string"] for n in (b"%00", b"\x00")):
-            return await _reply(send, 400, error_body("parse_error", "the URL contains a NUL character"))
+            return await JSONResponse(error_body("parse_error", "the URL contains a NUL character"), 400)(
+                scope, receive, send)
         if scope["path"].startswith("/api/") and scope["method"] in ("POST", "PUT", "PATCH"):
             declared = _header(scope, b"content-length")
             if declared is not None and (not declared.isdigit() or int(declared) > self.api_max):
-                return await _reply(send, 413, error_body("limit_exceeded", f"body larger than {self.api_max} bytes"))
+                return await JSONResponse(error_body("limit_exceeded", f"body larger than {self.api_max} bytes"),
+                                          413)(scope, receive, send)
         started = abandoned = False
 
         async def guarded_send(message) -> None:
@@ -86,8 +88,8 @@ class LimitsMiddleware:
             return await task
         abandoned = True
         task.add_done_callback(_consume)
-        await _reply(send, 503, error_body("timeout", f"request took longer than {self.timeout}s"),
-                     [(b"retry-after", b"5")])
+        await JSONResponse(error_body("timeout", f"request took longer than {self.timeout}s"), 503,
+                           headers={"Retry-After": "5"})(scope, receive, send)
 
 
 def _header(scope, name: bytes) -> str | None:
@@ -95,14 +97,6 @@ def _header(scope, name: bytes) -> str | None:
         if k == name:
             return v.decode("latin-1")
     return None
-
-
-async def _reply(send, status: int, body: dict, headers: list | None = None) -> None:
-    data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            *(headers or [])]})
-    await send({"type": "http.response.body", "body": data})
 
 
 def _consume(task: asyncio.Task) -> None:
