@@ -8,27 +8,35 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db.sqlite_gate import GatedConnection, gate_for
+
+BUSY_TIMEOUT = 30.0
+
 
 def make_engine(url: str, **kw) -> Engine:
     # SQL echo and database errors never show parameter values: they carry secrets (webhook
     # secrets, push and unlock tokens, profile payloads with Wi-Fi passwords)
     kw.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
+        path = url.split("///", 1)[-1].split("?", 1)[0]
+        gate = None
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+            gate = gate_for(path, BUSY_TIMEOUT)  # writers queue, not poll: see app/db/sqlite_gate.py
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT,
+                                                  "factory": GatedConnection},
                                pool_size=8, max_overflow=8, **kw)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _rec):  # pragma: no cover - trivial
             # take control of transactions so writers start with BEGIN IMMEDIATE
             dbapi_conn.isolation_level = None
+            dbapi_conn.gate = gate
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -36,8 +44,11 @@ def make_engine(url: str, **kw) -> Engine:
             # writers take the write lock up front (no lock upgrade deadlocks); readers don't queue
             # behind them: WAL lets them read the last committed state
             # (straight to the driver: this runs for every transaction, and BEGIN has no parameters)
-            readonly = conn.get_execution_options().get("schoolmdm_readonly")
-            conn.connection.driver_connection.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
+            driver = conn.connection.driver_connection
+            if conn.get_execution_options().get("schoolmdm_readonly"):
+                driver.execute("BEGIN")
+            else:
+                driver.begin_write()
 
         return engine
     # as many connections as request threads (anyio's default limiter is 40), so none waits for one
