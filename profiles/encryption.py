@@ -50,14 +50,23 @@ def decrypt_payload_content(der: bytes, key: rsa.RSAPrivateKey, cert: x509.Certi
         raise ParseError(f"cannot decrypt EncryptedPayloadContent: {e}") from None
 
 
-def encrypt_profile(profile: dict[str, Any], device_cert: x509.Certificate) -> dict[str, Any]:
-    """Return a copy of ``profile`` with PayloadContent moved into EncryptedPayloadContent."""
+def serialized_content(profile: dict[str, Any]) -> bytes:
+    """The plaintext that ``encrypt_profile`` envelopes: the PayloadContent array as an XML plist
+    (the same for every device, so a caller may compute it once per profile version)."""
     content = profile.get("PayloadContent")
     if not isinstance(content, list):
         raise ValidationFailed("profile has no PayloadContent array to encrypt")
+    return plistlib.dumps(content, fmt=plistlib.FMT_XML)
+
+
+def encrypt_profile(profile: dict[str, Any], device_cert: x509.Certificate, *,
+                    serialized: bytes | None = None) -> dict[str, Any]:
+    """Return a copy of ``profile`` with PayloadContent moved into EncryptedPayloadContent
+    (``serialized``: ``serialized_content(profile)``, when the caller kept it)."""
     if "EncryptedPayloadContent" in profile:
         raise ValidationFailed("profile already has EncryptedPayloadContent")
-    serialized = plistlib.dumps(content, fmt=plistlib.FMT_XML)
+    if serialized is None:
+        serialized = serialized_content(profile)
     out = {k: v for k, v in profile.items() if k != "PayloadContent"}
     out["EncryptedPayloadContent"] = encrypt_payload_content(serialized, device_cert)
     return out

@@ -46,7 +46,7 @@ def make_mdm_router(container) -> APIRouter:
         report = parse_report(raw, max_bytes=settings.max_connect_bytes, max_depth=settings.max_plist_depth)
         limiter.check(report.udid)
         device = auth.enrolled(report.udid, signer, allow_authenticated=False)
-        out = container.connect.handle(report, device=device)
+        out = container.connect.handle(report, device=device, signer=signer)
         metrics.reports.labels(report.status).inc()
         return out
 

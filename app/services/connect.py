@@ -34,9 +34,10 @@ class ConnectService:
         self.results = results  # ResultHandler: applies acknowledged results to inventory
         self.clock = clock
 
-    def process(self, report: Report, *, device: DeviceAuth | None = None) -> ConnectResult:
+    def process(self, report: Report, *, device: DeviceAuth | None = None, **_wrappers) -> ConnectResult:
         """``device``: the device's record as the authenticator read it in this request (whether
-        commands wait for it saves the queue a read)."""
+        commands wait for it saves the queue a read); what else the route knows (the verified
+        ``signer``) is for the wrappers that use it."""
         now = self.clock()
         outcome, nxt = self.queue.report_and_next(report.udid, report, now,
                                                   pending=device.has_pending if device else None)

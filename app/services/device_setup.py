@@ -25,7 +25,7 @@ from app.db.models_ade import DeviceSetup
 from app.services.clock import Clock, utcnow
 from app.services.commands import Target
 from app.services.connect import ConnectResult
-from app.storage.sql_base import SQLStore
+from app.storage.sql_base import SQLStore, one_of
 from mdm.checkin import Authenticate, CheckinMessage, TokenUpdate
 from mdm.commands import Report, new_command
 from mdm.errors import NotFound
@@ -39,7 +39,7 @@ PRIORITY = 10  # ahead of routine work (inventory refresh runs at -10)
 STALE = dt.timedelta(minutes=5)
 START_BUDGET = 5.0  # seconds a TokenUpdate may spend starting others' set-ups (the request timeout is 30)
 _UNDER_WAY = select(DeviceSetup.udid).where(DeviceSetup.udid == bindparam("udid"),
-                                            DeviceSetup.state.in_(("configuring", "failed")))
+                                            one_of(DeviceSetup.state, ("configuring", "failed")))
 
 
 def _iso(t):

@@ -16,7 +16,7 @@ from cryptography import x509
 
 from mdm import plist
 from mdm.errors import NotEnrolled
-from profiles.encryption import encrypt_profile
+from profiles.encryption import encrypt_profile, serialized_content
 from profiles.signing import sign_profile
 
 
@@ -28,23 +28,29 @@ class EncryptingConnect:
         self.checkins = checkins
         self.certs = certs
         self.pki = pki
-        self._plists: OrderedDict[int, dict] = OrderedDict()  # profile versions are immutable
+        # profile versions are immutable: the parsed profile and its serialized PayloadContent
+        self._plists: OrderedDict[int, tuple[dict, bytes]] = OrderedDict()
         self._cache_size = cache_size
         self._certs: OrderedDict[str, x509.Certificate] = OrderedDict()
         self._cert_cache_size = cert_cache_size
         self._lock = threading.Lock()
 
-    def _profile(self, profile_id: int) -> dict:
+    def _profile(self, profile_id: int) -> tuple[dict, bytes]:
         p = self._plists.get(profile_id)
         if p is None:
-            p = plist.loads(self.profiles.plist_of(profile_id))
+            parsed = plist.loads(self.profiles.plist_of(profile_id))
+            p = (parsed, serialized_content(parsed))
             with self._lock:
                 self._plists[profile_id] = p
                 while len(self._plists) > self._cache_size:
                     self._plists.popitem(last=False)
         return p
 
-    def _device_cert(self, udid: str, auth=None) -> x509.Certificate:
+    def _device_cert(self, udid: str, auth=None, signer=None) -> x509.Certificate:
+        if signer is not None and auth is not None and signer.fingerprint == auth.cert_fingerprint:
+            # the certificate the device just signed this request with, which the authenticator
+            # matched to the one bound to it: no lookup (in a storm every device is a cache miss)
+            return signer.cert
         auth = auth or self.checkins.device_auth(udid)
         fp = auth.cert_fingerprint if auth else None
         cert = self._certs.get(fp) if fp else None  # a fingerprint names one certificate for good
@@ -60,11 +66,14 @@ class EncryptingConnect:
         return cert
 
     def process(self, report, **known):
+        signer = known.pop("signer", None)  # the verified request signer, for this wrapper only
         res = self.inner.process(report, **known)
         nxt = res.next
         if nxt is None or not nxt.encrypt or nxt.profile_id is None:
             return res
-        profile = encrypt_profile(self._profile(nxt.profile_id), self._device_cert(report.udid, known.get("device")))
+        profile, content = self._profile(nxt.profile_id)
+        cert = self._device_cert(report.udid, known.get("device"), signer)
+        profile = encrypt_profile(profile, cert, serialized=content)
         signed = sign_profile(plist.dumps(profile), self.pki.signing)
         body = plist.dumps({"CommandUUID": nxt.command_uuid,
                             "Command": {"RequestType": "InstallProfile", "Payload": signed}})

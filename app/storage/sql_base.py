@@ -6,6 +6,7 @@ import json
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from sqlalchemy import literal_column
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -64,6 +65,17 @@ def _is_outage(e: Exception) -> bool:
     msg = str(e).lower()
     return any(s in msg for s in ("connection", "server closed", "terminating", "could not connect",
                                    "database is locked", "no route", "timeout"))
+
+
+def one_of(column, values: tuple[str, ...]):
+    """``column IN ('a', 'b')`` with the constants in the SQL text, for statements built once: an
+    ``in_()`` of Python values is an "expanding" parameter that SQLAlchemy re-renders on every
+    execution (measured: 4% of the server's time in command round trips), and SQLite matches a
+    partial index's WHERE only against literal terms."""
+    for v in values:
+        if not v.replace("_", "").isalnum():
+            raise ValueError(f"not a plain constant: {v!r}")
+    return column.in_([literal_column(f"'{v}'") for v in values])
 
 
 def dumps_json(obj: Any) -> str:

@@ -8,7 +8,7 @@ from sqlalchemy import bindparam, exists, insert, select, update
 
 from app.db.models import Device, EnrollmentEvent, IssuedCertificate, QueueItem
 from app.storage.interfaces import DeviceAuth
-from app.storage.sql_base import SQLStore
+from app.storage.sql_base import SQLStore, one_of
 from mdm.checkin import Authenticate, TokenUpdate
 from mdm.errors import NotEnrolled
 
@@ -16,7 +16,7 @@ PENDING = ("queued", "sent", "not_now")
 # built once: every device request runs it
 # (the status condition is the pending index's predicate, so the EXISTS is an index probe)
 _AUTH = select(Device.cert_fingerprint, Device.enrollment_state,
-               exists().where(QueueItem.udid == Device.udid, QueueItem.status.in_(PENDING))
+               exists().where(QueueItem.udid == Device.udid, one_of(QueueItem.status, PENDING))
                ).where(Device.udid == bindparam("udid"))
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import bindparam, insert, select, update
 
 from app.db.models import Command, CommandEvent, Device, QueueItem
 from app.storage.interfaces import NextCommand, ReportOutcome
+from app.storage.sql_base import one_of
 from app.storage.sql_enqueue import SQLEnqueue
 from mdm.commands import Report
 from mdm.errors import UnknownCommand
@@ -39,8 +40,8 @@ def _next_stmt(statuses: tuple[str, ...]):
             .join(Command, Command.uuid == QueueItem.command_uuid)
             # the first status condition is the pending index's own predicate, so the database uses it
             # (SQLite only uses a partial index when the query repeats its WHERE term)
-            .where(QueueItem.udid == bindparam("udid"), QueueItem.status.in_(PENDING),
-                   *([QueueItem.status.in_(statuses)] if statuses != PENDING else []))
+            .where(QueueItem.udid == bindparam("udid"), one_of(QueueItem.status, PENDING),
+                   *([one_of(QueueItem.status, statuses)] if statuses != PENDING else []))
             .order_by(QueueItem.priority.desc(), QueueItem.id)
             .limit(1))
 
