@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from app.db.models import PushRequest
+from sqlalchemy import update
+
+from app.db.models import Device, PushRequest
 from app.services.clock import FixedClock
 from app.services.commands import Target
 from app.services.scheduler import RepushStale
@@ -40,3 +42,37 @@ def test_repush_with_backoff(client, school, container):
     assert r.run_once() == 0  # not before it has waited as long as the command had (150 s)
     clock.advance(seconds=60)
     assert r.run_once() == 1
+
+
+def test_no_repush_while_a_storm_is_still_draining(client, school, container):
+    """Ten devices pushed at once; in the last two minutes three came back and seven did not: at
+    that rate the server needs 280 s to hear from the seven, so they are not pushed again at 150 s
+    (they are queued behind the others, not lost), but at 290 s they are."""
+    devices = [TestDevice(client).enroll(school["id"], school["token"]) for _ in range(10)]
+    container.commands.enqueue(new_command("ProfileList"), Target(udids=tuple(d.udid for d in devices)))
+    t0 = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
+    claimed = container.push_queue.claim(20, t0)
+    pushed = dt.datetime.now(dt.timezone.utc)
+    container.push_queue.record_results([(u, True, False, "ok") for u, *_ in claimed], pushed)
+    back = [d.udid for d in devices[:3]]
+    clock = FixedClock(pushed + dt.timedelta(seconds=150))
+    with container.sessions.begin() as s:  # they came back 20 s ago, one command still pending each
+        s.execute(update(Device).where(Device.udid.in_(back)).values(last_seen_at=clock() - dt.timedelta(seconds=20)))
+    r = RepushStale(container.sessions, container.push_queue, after=dt.timedelta(seconds=120), clock=clock)
+    assert r.run_once() == 0
+    clock.advance(seconds=140)  # 290 s after the push, and the rate is the same
+    with container.sessions.begin() as s:
+        s.execute(update(Device).where(Device.udid.in_(back)).values(last_seen_at=clock() - dt.timedelta(seconds=20)))
+    assert r.run_once() == 7 and outbox(container) == {d.udid for d in devices[3:]}
+
+
+def test_repush_when_nobody_comes_back(client, school, container):
+    """No device came back after the push: the pushes were lost, not queued; re-push after ``after``."""
+    devices = [TestDevice(client).enroll(school["id"], school["token"]) for _ in range(3)]
+    container.commands.enqueue(new_command("ProfileList"), Target(udids=tuple(d.udid for d in devices)))
+    claimed = container.push_queue.claim(20, dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1))
+    pushed = dt.datetime.now(dt.timezone.utc)
+    container.push_queue.record_results([(u, True, False, "ok") for u, *_ in claimed], pushed)
+    clock = FixedClock(pushed + dt.timedelta(seconds=121))
+    r = RepushStale(container.sessions, container.push_queue, after=dt.timedelta(seconds=120), clock=clock)
+    assert r.run_once() == 3

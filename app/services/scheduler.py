@@ -106,7 +106,15 @@ async def run_periodically(fn, interval: float, name: str) -> None:
 
 class RepushStale(SQLStore):
     """Nothing stuck: devices with pending commands that have not come back since their last push
-    are pushed again (APNs delivery is best-effort; a device may also have missed its push)."""
+    are pushed again (APNs delivery is best-effort; a device may also have missed its push).
+
+    Not while the server is still working through a storm, though: when thousands of devices were
+    pushed at once, a device that got its push may wait its turn for longer than ``after``, and
+    pushing it again only adds a session to the backlog (measured: 13,489 extra pushes and
+    sessions in a 25,000-iPad storm). So the wait before a re-push is at least the time the server
+    needs, at the rate devices have been coming back after their pushes, to hear from all that
+    were pushed and have not come back yet. When nobody comes back, that is ``after`` again.
+    """
 
     def __init__(self, sessions, pushes, *, after: dt.timedelta, batch: int = 5000, clock: Clock = utcnow) -> None:
         super().__init__(sessions)
@@ -129,14 +137,34 @@ class RepushStale(SQLStore):
                  .group_by(Device.udid, Device.last_push_at).limit(self.batch))
             with self.tx() as s:
                 rows = s.execute(q).all()
+                drain = self._drain_time(s, now) if rows else dt.timedelta(0)
             # back off: wait at least as long as the oldest pending command had already waited at the
             # last push, so an iPad that is off for the weekend is pushed a handful of times, not hourly
             udids = [u for u, pushed, queued in rows
-                     if now - _aware(pushed) >= max(self.after, _aware(pushed) - _aware(queued))]
+                     if now - _aware(pushed) >= max(self.after, drain, _aware(pushed) - _aware(queued))]
             if udids:
                 self.pushes.request(udids, now)
                 log.info("pushing %d device(s) again that have pending commands and did not come back", len(udids))
         return len(udids)
+
+
+    def _drain_time(self, s, now: dt.datetime) -> dt.timedelta:
+        """How long the server needs to hear from every device that was pushed, has commands waiting
+        and has not come back yet, at the rate devices came back after their pushes over the last
+        ``after``; zero when none came back (then pushes were lost, not queued)."""
+        waiting = s.execute(
+            select(func.count(func.distinct(Device.udid)))
+            .join(QueueItem, QueueItem.udid == Device.udid)
+            .where(Device.enrollment_state == "enrolled", Device.token_invalid.is_(False),
+                   QueueItem.status.in_(("queued", "sent", "not_now")), Device.last_push_at.is_not(None),
+                   or_(Device.last_seen_at.is_(None), Device.last_seen_at < Device.last_push_at))).scalar() or 0
+        came_back = s.execute(
+            select(func.count()).select_from(Device)
+            .where(Device.last_push_at.is_not(None), Device.last_seen_at >= now - self.after,
+                   Device.last_seen_at >= Device.last_push_at)).scalar() or 0
+        if not waiting or not came_back:
+            return dt.timedelta(0)
+        return self.after * (waiting / came_back)
 
 
 def _aware(t: dt.datetime) -> dt.datetime:
