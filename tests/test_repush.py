@@ -44,35 +44,55 @@ def test_repush_with_backoff(client, school, container):
     assert r.run_once() == 1
 
 
-def test_no_repush_while_a_storm_is_still_draining(client, school, container):
-    """Ten devices pushed at once; in the last two minutes three came back and seven did not: at
-    that rate the server needs 280 s to hear from the seven, so they are not pushed again at 150 s
-    (they are queued behind the others, not lost), but at 290 s they are."""
-    devices = [TestDevice(client).enroll(school["id"], school["token"]) for _ in range(10)]
+def _came_back(container, udids, at):
+    with container.sessions.begin() as s:
+        s.execute(update(Device).where(Device.udid.in_(udids)).values(last_seen_at=at))
+
+
+def _push_all(container, devices):
     container.commands.enqueue(new_command("ProfileList"), Target(udids=tuple(d.udid for d in devices)))
-    t0 = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
-    claimed = container.push_queue.claim(20, t0)
+    claimed = container.push_queue.claim(50, dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1))
     pushed = dt.datetime.now(dt.timezone.utc)
     container.push_queue.record_results([(u, True, False, "ok") for u, *_ in claimed], pushed)
+    return pushed
+
+
+def test_no_repush_while_the_wave_is_still_being_answered(client, school, container):
+    """Ten devices pushed at once; three of that wave came back recently, seven not yet: the seven
+    are queued behind the wave, not lost; once nobody from the wave has come back for ``after``,
+    they are pushed again."""
+    devices = [TestDevice(client).enroll(school["id"], school["token"]) for _ in range(10)]
+    pushed = _push_all(container, devices)
     back = [d.udid for d in devices[:3]]
     clock = FixedClock(pushed + dt.timedelta(seconds=150))
-    with container.sessions.begin() as s:  # they came back 20 s ago, one command still pending each
-        s.execute(update(Device).where(Device.udid.in_(back)).values(last_seen_at=clock() - dt.timedelta(seconds=20)))
+    _came_back(container, back, clock() - dt.timedelta(seconds=20))
     r = RepushStale(container.sessions, container.push_queue, after=dt.timedelta(seconds=120), clock=clock)
     assert r.run_once() == 0
-    clock.advance(seconds=140)  # 290 s after the push, and the rate is the same
-    with container.sessions.begin() as s:
-        s.execute(update(Device).where(Device.udid.in_(back)).values(last_seen_at=clock() - dt.timedelta(seconds=20)))
+    clock.advance(seconds=110)  # the three came back 130 s ago: longer than ``after``
     assert r.run_once() == 7 and outbox(container) == {d.udid for d in devices[3:]}
+
+
+def test_repush_when_overtaken_by_a_later_push(client, school, container):
+    """Devices keep coming back, but ones pushed well after this one: it was overtaken, so its push
+    is taken for lost (a busy school day, not a storm)."""
+    old = [TestDevice(client).enroll(school["id"], school["token"]) for _ in range(2)]
+    first = _push_all(container, old)
+    later = [TestDevice(client).enroll(school["id"], school["token"]) for _ in range(2)]
+    clock = FixedClock(first + dt.timedelta(seconds=200))
+    second = _push_all(container, later)
+    with container.sessions.begin() as s:  # the later wave was pushed 180 s after the first one
+        s.execute(update(Device).where(Device.udid.in_([d.udid for d in later]))
+                  .values(last_push_at=first + dt.timedelta(seconds=180)))
+    assert second
+    _came_back(container, [d.udid for d in later], clock() - dt.timedelta(seconds=5))
+    r = RepushStale(container.sessions, container.push_queue, after=dt.timedelta(seconds=120), clock=clock)
+    assert r.run_once() == 2 and outbox(container) == {d.udid for d in old}
 
 
 def test_repush_when_nobody_comes_back(client, school, container):
     """No device came back after the push: the pushes were lost, not queued; re-push after ``after``."""
     devices = [TestDevice(client).enroll(school["id"], school["token"]) for _ in range(3)]
-    container.commands.enqueue(new_command("ProfileList"), Target(udids=tuple(d.udid for d in devices)))
-    claimed = container.push_queue.claim(20, dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1))
-    pushed = dt.datetime.now(dt.timezone.utc)
-    container.push_queue.record_results([(u, True, False, "ok") for u, *_ in claimed], pushed)
+    pushed = _push_all(container, devices)
     clock = FixedClock(pushed + dt.timedelta(seconds=121))
     r = RepushStale(container.sessions, container.push_queue, after=dt.timedelta(seconds=120), clock=clock)
     assert r.run_once() == 3

@@ -108,18 +108,22 @@ class RepushStale(SQLStore):
     """Nothing stuck: devices with pending commands that have not come back since their last push
     are pushed again (APNs delivery is best-effort; a device may also have missed its push).
 
-    Not while the server is still working through a storm, though: when thousands of devices were
-    pushed at once, a device that got its push may wait its turn for longer than ``after``, and
-    pushing it again only adds a session to the backlog (measured: 13,489 extra pushes and
-    sessions in a 25,000-iPad storm). So the wait before a re-push is at least the time the server
-    needs, at the rate devices have been coming back after their pushes, to hear from all that
-    were pushed and have not come back yet. When nobody comes back, that is ``after`` again.
+    Not while the server is still working through the wave the device was pushed with, though:
+    when thousands of devices were pushed at once, a device that got its push may wait its turn for
+    longer than ``after``, and pushing it again only adds a session to the backlog (measured: 13,489
+    extra pushes in a 25,000-iPad storm). A device is held back while the most recently pushed of
+    the devices that came back (within the last ``after``) was pushed in its wave (within ``wave``
+    of it): the server is still answering that wave and has not overtaken it, so the device is
+    queued, not lost. Once a device pushed well after it has come back, or nobody from its wave has
+    come back for ``after``, the usual rule applies.
     """
 
-    def __init__(self, sessions, pushes, *, after: dt.timedelta, batch: int = 5000, clock: Clock = utcnow) -> None:
+    def __init__(self, sessions, pushes, *, after: dt.timedelta, batch: int = 5000, clock: Clock = utcnow,
+                 wave: dt.timedelta = dt.timedelta(seconds=60)) -> None:
         super().__init__(sessions)
         self.pushes = pushes
         self.after = after
+        self.wave = wave
         self.batch = batch
         self.clock = clock
 
@@ -137,34 +141,23 @@ class RepushStale(SQLStore):
                  .group_by(Device.udid, Device.last_push_at).limit(self.batch))
             with self.tx() as s:
                 rows = s.execute(q).all()
-                drain = self._drain_time(s, now) if rows else dt.timedelta(0)
+                latest = self._latest_push_answered(s, now) if rows else None
             # back off: wait at least as long as the oldest pending command had already waited at the
             # last push, so an iPad that is off for the weekend is pushed a handful of times, not hourly
             udids = [u for u, pushed, queued in rows
-                     if now - _aware(pushed) >= max(self.after, drain, _aware(pushed) - _aware(queued))]
+                     if now - _aware(pushed) >= max(self.after, _aware(pushed) - _aware(queued))
+                     and not (latest is not None and abs(latest - _aware(pushed)) <= self.wave)]
             if udids:
                 self.pushes.request(udids, now)
                 log.info("pushing %d device(s) again that have pending commands and did not come back", len(udids))
         return len(udids)
 
-
-    def _drain_time(self, s, now: dt.datetime) -> dt.timedelta:
-        """How long the server needs to hear from every device that was pushed, has commands waiting
-        and has not come back yet, at the rate devices came back after their pushes over the last
-        ``after``; zero when none came back (then pushes were lost, not queued)."""
-        waiting = s.execute(
-            select(func.count(func.distinct(Device.udid)))
-            .join(QueueItem, QueueItem.udid == Device.udid)
-            .where(Device.enrollment_state == "enrolled", Device.token_invalid.is_(False),
-                   QueueItem.status.in_(("queued", "sent", "not_now")), Device.last_push_at.is_not(None),
-                   or_(Device.last_seen_at.is_(None), Device.last_seen_at < Device.last_push_at))).scalar() or 0
-        came_back = s.execute(
-            select(func.count()).select_from(Device)
-            .where(Device.last_push_at.is_not(None), Device.last_seen_at >= now - self.after,
-                   Device.last_seen_at >= Device.last_push_at)).scalar() or 0
-        if not waiting or not came_back:
-            return dt.timedelta(0)
-        return self.after * (waiting / came_back)
+    def _latest_push_answered(self, s, now: dt.datetime) -> dt.datetime | None:
+        """The latest push that a device answered within the last ``after`` (None: nobody did)."""
+        t = s.execute(select(func.max(Device.last_push_at))
+                      .where(Device.last_push_at.is_not(None), Device.last_seen_at >= now - self.after,
+                             Device.last_seen_at >= Device.last_push_at)).scalar()
+        return _aware(t) if t is not None else None
 
 
 def _aware(t: dt.datetime) -> dt.datetime:
