@@ -83,3 +83,24 @@ def test_other_message_types_are_refused_clearly(enrolled, container, message_ty
     err = r.json()["error"]
     assert message_type in err["message"]
     assert snapshot(container.engine) == before
+
+
+def test_device_auth_reads_pending_commands_and_set_up_in_one_go(enrolled, container):
+    """What the connect path learns with the device's record: commands waiting, set-up under way."""
+    import datetime as dt
+
+    from sqlalchemy import delete
+
+    from app.db.models_ade import DeviceSetup
+
+    store = container.device_auth.checkins
+    a = store.device_auth(enrolled.udid)
+    assert (a.enrollment_state, a.has_pending, a.setup_under_way) == ("enrolled", False, False)
+    container.commands.enqueue_request("DeviceInformation", None, Target(udids=(enrolled.udid,)))
+    assert store.device_auth(enrolled.udid).has_pending is True
+    for state, under_way in (("configuring", True), ("failed", True), ("finishing", False), ("configured", False)):
+        with container.sessions.begin() as s:
+            s.execute(delete(DeviceSetup).where(DeviceSetup.udid == enrolled.udid))
+            s.add(DeviceSetup(udid=enrolled.udid, state=state, started_at=dt.datetime.now(dt.timezone.utc)))
+        assert store.device_auth(enrolled.udid).setup_under_way is under_way, state
+    assert store.device_auth("no-such-device") is None

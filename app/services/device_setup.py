@@ -175,15 +175,21 @@ class SetupTracker(SQLStore):
             s.execute(update(DeviceSetup).where(DeviceSetup.udid == udid).values(**values))
 
     # -- connect side -------------------------------------------------------------------------
-    def on_result(self, udid: str, request_type: str, status: str, chain: list | None, *, more: bool) -> bool:
-        """A final result; ``more``: the server answered with the device's next command. True when
-        DeviceConfigured was queued now (without a push when not ``more``: the caller hands it over
-        in its answer)."""
+    def on_result(self, udid: str, request_type: str, status: str, chain: list | None, *, more: bool,
+                  under_way: bool | None = None) -> bool:
+        """A final result; ``more``: the server answered with the device's next command;
+        ``under_way``: whether a set-up was configuring or failed when this request began (read with
+        the device's record; None: not known). True when DeviceConfigured was queued now (without a
+        push when not ``more``: the caller hands it over in its answer)."""
         if request_type == "DeviceConfigured":
             self._configured(udid, status, chain)
             return False
         if status == "acknowledged" and more:
             return False  # the device still has work queued: its last result of the session decides
+        if under_way is False:
+            # no set-up to finish (most results: a profile push, an inventory answer); one begun since
+            # this request started has only just queued its commands, so it has nothing to finish yet
+            return False
         return self.check(udid, push=more)
 
     def _configured(self, udid: str, status: str, chain: list | None) -> None:
@@ -272,7 +278,9 @@ class SetupConnect:
         o = res.outcome
         if res.new_result and o.status in FINAL:
             more = res.next is not None
-            if self.setup.on_result(report.udid, o.request_type, o.status, report.error_chain, more=more) and not more:
+            device = known.get("device")
+            if self.setup.on_result(report.udid, o.request_type, o.status, report.error_chain, more=more,
+                                    under_way=device.setup_under_way if device else None) and not more:
                 # DeviceConfigured goes out in this answer, as an Idle would fetch it (no push, no new session)
                 idle = Report(report.udid, "Idle", None, None, b"", {"UDID": report.udid, "Status": "Idle"})
                 return ConnectResult(o, self.inner.process(idle).next)

@@ -22,6 +22,8 @@ class DeviceAuth:
     enrollment_state: str
     #: commands wait for it (queued, sent or put off), as read with the rest; None: not read
     has_pending: bool | None = None
+    #: its set-up (blueprint on enrollment) is configuring or failed, as read with the rest
+    setup_under_way: bool | None = None
 
 
 @dataclass(frozen=True)
