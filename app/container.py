@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
 from app.db.engine import make_engine, make_sessionmaker
@@ -237,6 +238,13 @@ class Container:
         return RateLimiter(self.settings.device_rate_per_second, self.settings.device_rate_burst)
 
     @cached_property
+    def device_threads(self) -> ThreadPoolExecutor:
+        """Where device requests run their (blocking) service calls: a plain executor, as many
+        threads as anyio's default pool. ``run_in_threadpool`` costs ~0.1 ms more per request
+        (capacity limiter, run variables, context copy), and every iPad request pays it."""
+        return ThreadPoolExecutor(max_workers=40, thread_name_prefix="device")
+
+    @cached_property
     def api_limiter(self) -> RateLimiter:
         return RateLimiter(self.settings.token_rate_per_second, self.settings.token_rate_burst)
 
@@ -273,6 +281,8 @@ class Container:
         return SetupTracker(self.sessions, self.blueprint_push, self.commands, self.ade_store, clock=self.clock)
 
     def close(self) -> None:
+        if "device_threads" in self.__dict__:
+            self.device_threads.shutdown(wait=True)
         if "engine" in self.__dict__:
             self.engine.dispose()
 

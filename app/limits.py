@@ -79,17 +79,29 @@ class LimitsMiddleware:
             started = True
             await send(message)
 
-        # work in a thread cannot be cancelled: answer on time and let it finish (its transaction is atomic)
-        task = asyncio.ensure_future(self.app(scope, receive, guarded_send))
-        done, _ = await asyncio.wait((task,), timeout=self.timeout)
-        if task in done:
-            return task.result()
-        if started:  # a reply is on its way: let it finish
-            return await task
-        abandoned = True
-        task.add_done_callback(_consume)
-        await JSONResponse(error_body("timeout", f"request took longer than {self.timeout}s"), 503,
-                           headers={"Retry-After": "5"})(scope, receive, send)
+        def too_late() -> None:
+            # work in a thread cannot be cancelled: answer on time and let it finish (its transaction
+            # is atomic); a timer, not a task per request (every device request passes here)
+            nonlocal abandoned
+            if started:
+                return  # a reply is on its way: let it finish
+            abandoned = True
+            reply = JSONResponse(error_body("timeout", f"request took longer than {self.timeout}s"), 503,
+                                 headers={"Retry-After": "5"})
+            _late_replies.add(t := asyncio.ensure_future(reply(scope, receive, send)))
+            t.add_done_callback(_late_replies.discard)
+
+        timer = asyncio.get_running_loop().call_later(self.timeout, too_late)
+        try:
+            await self.app(scope, receive, guarded_send)
+        except Exception:
+            if not abandoned:
+                raise  # the error handler's reply; after a 503, what the late work raised is moot
+        finally:
+            timer.cancel()
+
+
+_late_replies: set[asyncio.Future] = set()  # the loop keeps only weak references to tasks
 
 
 def _header(scope, name: bytes) -> str | None:
@@ -97,8 +109,3 @@ def _header(scope, name: bytes) -> str | None:
         if k == name:
             return v.decode("latin-1")
     return None
-
-
-def _consume(task: asyncio.Task) -> None:
-    if not task.cancelled():
-        task.exception()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from app.routes.body import read_body
 from mdm.checkin import Authenticate, parse_checkin
@@ -21,6 +21,7 @@ def make_mdm_router(container) -> APIRouter:
     metrics = container.metrics
     header = settings.client_cert_header
     limiter = container.device_limiter
+    threads = container.device_threads
 
     def credentials(request: Request) -> tuple[str | None, str | None]:
         """(Mdm-Signature, proxy client certificate); the latter only when configured."""
@@ -54,7 +55,7 @@ def make_mdm_router(container) -> APIRouter:
         t0 = time.perf_counter()
         raw = await read_body(request, settings.max_checkin_bytes)
         try:
-            out = await run_in_threadpool(_checkin, raw, credentials(request))
+            out = await asyncio.get_running_loop().run_in_executor(threads, _checkin, raw, credentials(request))
         except MDMError as e:
             metrics.checkins.labels("unknown", e.code).inc()
             raise
@@ -66,7 +67,7 @@ def make_mdm_router(container) -> APIRouter:
         t0 = time.perf_counter()
         raw = await read_body(request, settings.max_connect_bytes)
         try:
-            out = await run_in_threadpool(_connect, raw, credentials(request))
+            out = await asyncio.get_running_loop().run_in_executor(threads, _connect, raw, credentials(request))
         finally:
             metrics.latency.labels("connect").observe(time.perf_counter() - t0)
         return Response(out, media_type=PLIST if out else None)
