@@ -213,7 +213,8 @@ class StormBench:
         if not ignore.exists():
             ignore.write_text("*\n")
         return BenchFleet(ca_file=self.ca, key_cache_dir=str(CACHE / "keys"), session_concurrency=self.concurrency,
-                          max_connections=self.concurrency, record_latency=True)
+                          max_connections=self.concurrency, record_latency=True,
+                          signature_cache=max(8192, self.n))  # every device's Idle, as at 2,000
 
     def api(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.server_url, verify=ssl.create_default_context(cafile=self.ca),
