@@ -301,3 +301,10 @@ def test_following_a_job_rides_out_a_short_outage(monkeypatch):
     with pytest.raises(CliError) as e:  # anything but unavailable ends following at once
         cli_jobs.follow(Api(CliError("no job", 3), finished), running)
     assert e.value.exit_code == 3
+
+
+def test_server_processes_get_two_malloc_arenas_unless_set():
+    from app.cli.ops import server_environ
+
+    assert server_environ({"PATH": "/bin"}) == {"PATH": "/bin", "MALLOC_ARENA_MAX": "2"}
+    assert server_environ({"MALLOC_ARENA_MAX": "8"})["MALLOC_ARENA_MAX"] == "8"
