@@ -95,6 +95,9 @@ class ADESchoolRule(Base):
     __table_args__ = (UniqueConstraint("kind", "pattern", name="uq_ade_school_rules_kind_pattern"),)
 
 
+SETUP_UNDER_WAY = ("configuring", "failed")  # DeviceSetup states whose results still matter
+
+
 class DeviceSetup(Base):
     """A device's set-up after enrollment with AwaitingConfiguration: the blueprint job, then
     DeviceConfigured. ``error`` tells the support desk why it stopped."""

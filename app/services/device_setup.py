@@ -21,7 +21,7 @@ import time
 from sqlalchemy import and_, bindparam, or_, select, update
 
 from app.db.models import Command, Device, Profile, QueueItem
-from app.db.models_ade import DeviceSetup
+from app.db.models_ade import SETUP_UNDER_WAY, DeviceSetup
 from app.services.clock import Clock, utcnow
 from app.services.commands import Target
 from app.services.connect import ConnectResult
@@ -39,7 +39,7 @@ PRIORITY = 10  # ahead of routine work (inventory refresh runs at -10)
 STALE = dt.timedelta(minutes=5)
 START_BUDGET = 5.0  # seconds a TokenUpdate may spend starting others' set-ups (the request timeout is 30)
 _UNDER_WAY = select(DeviceSetup.udid).where(DeviceSetup.udid == bindparam("udid"),
-                                            one_of(DeviceSetup.state, ("configuring", "failed")))
+                                            one_of(DeviceSetup.state, SETUP_UNDER_WAY))
 
 
 def _iso(t):
@@ -214,7 +214,7 @@ class SetupTracker(SQLStore):
                 return False
         with self.tx() as s:
             row = s.get(DeviceSetup, udid, with_for_update=True)
-            if row is None or row.state not in ("configuring", "failed") or row.job_id is None:
+            if row is None or row.state not in SETUP_UNDER_WAY or row.job_id is None:
                 return False
             items = s.execute(select(QueueItem.status, QueueItem.error_chain, Command.request_type,
                                      Command.item_key, Profile.name)

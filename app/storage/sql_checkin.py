@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import bindparam, exists, insert, select, update
 
 from app.db.models import Device, EnrollmentEvent, IssuedCertificate, QueueItem
-from app.db.models_ade import DeviceSetup
+from app.db.models_ade import SETUP_UNDER_WAY, DeviceSetup
 from app.storage.interfaces import DeviceAuth
 from app.storage.sql_base import SQLStore, one_of
 from mdm.checkin import Authenticate, TokenUpdate
@@ -18,7 +18,7 @@ PENDING = ("queued", "sent", "not_now")
 # (the status condition is the pending index's predicate, so the EXISTS is an index probe)
 _AUTH = select(Device.cert_fingerprint, Device.enrollment_state,
                exists().where(QueueItem.udid == Device.udid, one_of(QueueItem.status, PENDING)),
-               exists().where(DeviceSetup.udid == Device.udid, one_of(DeviceSetup.state, ("configuring", "failed")))
+               exists().where(DeviceSetup.udid == Device.udid, one_of(DeviceSetup.state, SETUP_UNDER_WAY))
                ).where(Device.udid == bindparam("udid"))
 
 
