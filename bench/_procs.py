@@ -1,7 +1,7 @@
 """Child processes for the storm bench, and what /proc says about them.
 
 Every child starts in a process group of its own (``start_new_session``), so ``stop()``
-ends the child and everything it spawned (uvicorn's workers) by that group's id, and
+ends the child and everything it spawned (the server's workers) by that group's id, and
 nothing else. ``TreeSampler`` reads ``/proc`` (psutil is not a dependency): CPU seconds
 (utime + stime) and peak resident memory (VmHWM) of a process tree, plus optional extra
 processes such as the PostgreSQL backends serving the bench database.

@@ -8,7 +8,7 @@ fair picture of where the server's CPU goes, C extensions (OpenSSL, SQLite, psyc
 showing up as the Python function that called them.
 
 The bench starts the server with ``PYTHONPATH`` pointing at a generated ``sitecustomize``
-that calls ``install()`` when ``BENCH_PROFILE_DIR`` is set, so uvicorn's spawned workers are
+that calls ``install()`` when ``BENCH_PROFILE_DIR`` is set, so the server's spawned workers are
 profiled too. Each process writes ``profile-<pid>.json`` there every few seconds and at exit.
 Samples are kept per phase: the bench writes the phase name ("enroll", "storm", ...) to
 ``<dir>/phase``. ``merge()`` and ``render()`` turn the files into a text report.

@@ -181,7 +181,7 @@ class StormBench:
         wait_until(ready, self.args.start_timeout, "server /readyz", child=self.server, interval=0.2)
         self.result["server_start_seconds"] = round(time.perf_counter() - t0, 2)
         log(f"server on {self.server_url} ({len(self.instance_ports) or 1} instance(s), pid {self.server.pid}, "
-            f"{self.args.workers} uvicorn worker(s) each) "
+            f"{self.args.workers} server worker(s) each) "
             f"ready in {self.result['server_start_seconds']} s")
 
     def seed(self) -> None:
@@ -344,7 +344,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pg-url", default=DEFAULT_PG_ADMIN_URL,
                     help=f"PostgreSQL maintenance database used to create and drop the bench database "
                          f"(default {DEFAULT_PG_ADMIN_URL})")
-    ap.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2)")
+    ap.add_argument("--workers", type=int, default=2, help="server worker processes (default 2)")
     ap.add_argument("--instances", type=int, default=1,
                     help="server instances behind a TCP balancer, plus one `schoolmdm worker` (default 1)")
     ap.add_argument("--concurrency", type=int, default=None,

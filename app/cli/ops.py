@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     @handle_errors
     def serve(host: Optional[str] = None, port: Optional[int] = None,
-              workers: int = typer.Option(1, help="uvicorn worker processes")) -> None:
+              workers: int = typer.Option(1, help="server processes (on Linux each with a SO_REUSEPORT socket of its own)")) -> None:
         """Migrate the database and serve devices, the API and the dashboard."""
         import uvicorn
 
@@ -41,11 +41,15 @@ def register(app: typer.Typer) -> None:
         ssl = {"ssl_certfile": str(pki.path("tls.pem")), "ssl_keyfile": str(pki.path("tls.key"))} if s.tls else {}
         c.close()
         if workers > 1:
-            # the supervisor only watches the workers: exec a bare uvicorn in this process (same pid,
-            # so signals still reach it) instead of keeping the CLI's imports (~90 MiB) resident
-            argv = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-                    "--host", host or s.host, "--port", str(port or s.port), "--workers", str(workers),
-                    "--log-level", s.log_level.lower(), "--no-access-log"]
+            # exec a lean supervisor in this process (same pid, so signals still reach it) instead of
+            # keeping the CLI's imports (~90 MiB) resident: on Linux our own, which gives every worker
+            # a SO_REUSEPORT socket of its own (app.supervisor says why); elsewhere uvicorn's
+            if sys.platform.startswith("linux"):
+                argv = [sys.executable, "-m", "app.supervisor", "--workers", str(workers)]
+            else:
+                argv = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+                        "--workers", str(workers), "--no-access-log"]
+            argv += ["--host", host or s.host, "--port", str(port or s.port), "--log-level", s.log_level.lower()]
             for k, v in ssl.items():
                 argv += ["--" + k.replace("_", "-"), v]
             sys.stdout.flush()
