@@ -18,16 +18,21 @@ def error_body(code: str, message: str, details: dict | None = None) -> dict:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
+def mdm_error_response(exc: MDMError, method: str, path: str) -> JSONResponse:
+    """The reply to an MDMError, for the exception handler and the plain-ASGI device endpoints."""
+    if exc.status_code >= 500:
+        log.warning("%s %s: %s", method, path, exc.message)
+    else:
+        log.info("%s %s refused (%s): %s", method, path, exc.code, exc.message)
+    headers = {"Retry-After": "5"} if exc.status_code in (429, 503) else None
+    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status_code,
+                        headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MDMError)
     async def _mdm(request: Request, exc: MDMError):
-        if exc.status_code >= 500:
-            log.warning("%s %s: %s", request.method, request.url.path, exc.message)
-        else:
-            log.info("%s %s refused (%s): %s", request.method, request.url.path, exc.code, exc.message)
-        headers = {"Retry-After": "5"} if exc.status_code in (429, 503) else None
-        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status_code,
-                            headers=headers)
+        return mdm_error_response(exc, request.method, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

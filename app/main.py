@@ -17,7 +17,7 @@ from app.errors import install_error_handlers
 from app.limits import install_limits
 from app.routes.ade import make_ade_router
 from app.routes.enroll import make_enroll_router
-from app.routes.mdm import make_mdm_router
+from app.routes.mdm import DeviceEndpoints
 from app.routes.scep import make_scep_router
 from app.settings import Settings, get_settings
 
@@ -50,8 +50,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
                   description="Device management for a city's school iPads.")
     app.state.container = c
     install_error_handlers(app)
+    app.add_middleware(DeviceEndpoints, container=c)  # added first: the limits below wrap it
     install_limits(app, settings)
-    app.include_router(make_mdm_router(c))
     app.include_router(make_enroll_router(c))
     app.include_router(make_ade_router(c))
     app.include_router(make_scep_router(lambda: c.scep, max_body=settings.max_scep_bytes))

@@ -172,3 +172,48 @@ def test_proxy_client_certificate_header_only_when_configured(client, school, co
                "Content-Type": CONNECT_TYPE}
         assert proxied.put("/mdm/connect", content=body, headers=bad).status_code == 401
     c2.close()
+
+
+@pytest.mark.parametrize("path", ["/mdm/checkin", "/mdm/connect"])
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+def test_only_put_is_allowed(enrolled, container, before, path, method):
+    r = enrolled.http.request(method, path, content=b"")
+    assert r.status_code == 405 and r.headers["allow"] == "PUT"
+    assert r.json()["error"]["code"] == "method_not_allowed"
+    assert snapshot(container.engine) == before
+
+
+@pytest.mark.parametrize("declared", ["12x", "-"])
+def test_invalid_content_length(enrolled, container, before, declared):
+    body = build_report(enrolled.udid, "Idle")
+    r = put(enrolled, "/mdm/connect", body,
+            {**enrolled.headers(body, CONNECT_TYPE), "Content-Length": declared})
+    assert r.status_code == 400 and r.json()["error"]["message"] == "invalid Content-Length"
+    assert snapshot(container.engine) == before
+
+
+def test_declared_length_over_the_limit_is_refused_before_reading(enrolled, container, before):
+    limit = container.settings.max_connect_bytes
+    r = put(enrolled, "/mdm/connect", b"x", {"Content-Type": CONNECT_TYPE, "Content-Length": str(limit + 1)})
+    assert r.status_code == 413
+    assert snapshot(container.engine) == before
+
+
+def test_a_client_gone_before_its_body_gets_no_reply_and_changes_nothing(app, enrolled, container, before):
+    import asyncio
+
+    sent = []
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "PUT",
+             "scheme": "https", "path": "/mdm/connect", "raw_path": b"/mdm/connect", "query_string": b"",
+             "root_path": "", "headers": [(b"content-type", CONNECT_TYPE.encode())],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8443), "state": {}}
+    asyncio.run(app(scope, receive, send))
+    assert sent == []
+    assert snapshot(container.engine) == before

@@ -1,79 +1,98 @@
-"""Device endpoints: ``PUT /mdm/checkin`` and ``PUT /mdm/connect`` (the ServerURL)."""
+"""Device endpoints: ``PUT /mdm/checkin`` and ``PUT /mdm/connect`` (the ServerURL).
+
+Every device request comes here, so they are plain ASGI in front of FastAPI's router and its
+middleware: no route matching over the whole API, no request object, no dependency resolution
+(together ~0.3 ms of CPU per request, about a quarter of an Idle check-in). The request limits
+(URL, timeout) still wrap them, and MDMError becomes the same reply as everywhere else
+(``app.errors.mdm_error_response``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from fastapi import APIRouter, Request, Response
-
-from app.routes.body import read_body
+from app.errors import error_body, mdm_error_response
+from app.routes.body import ClientGone, read_asgi_body
 from mdm.checkin import Authenticate, parse_checkin
 from mdm.commands import parse_report
 from mdm.errors import MDMError
 
-PLIST = "application/xml"
+PLIST = b"application/xml"
 
 
-def make_mdm_router(container) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
-    settings = container.settings
-    metrics = container.metrics
-    header = settings.client_cert_header
-    limiter = container.device_limiter
-    threads = container.device_threads
+class DeviceEndpoints:
+    """ASGI middleware: answers the two device paths, passes everything else on to ``app``."""
 
-    def credentials(request: Request) -> tuple[str | None, str | None]:
-        """(Mdm-Signature, proxy client certificate); the latter only when configured."""
-        proxy = request.headers.get(header) if header else None
-        return request.headers.get("mdm-signature"), proxy
+    def __init__(self, app, *, container) -> None:
+        self.app = app
+        self.c = container
+        s = container.settings
+        self.settings = s
+        self.proxy_header = s.client_cert_header.lower().encode("latin-1") if s.client_cert_header else None
+        self.routes = {"/mdm/checkin": (self._checkin, s.max_checkin_bytes, "checkin"),
+                       "/mdm/connect": (self._connect, s.max_connect_bytes, "connect")}
 
-    def _checkin(raw: bytes, creds: tuple[str | None, str | None]) -> bytes:
-        auth = container.device_auth
-        signer = auth.signer(creds[0], raw, creds[1])  # before parsing: unsigned bodies never reach the parser
-        msg = parse_checkin(raw, max_bytes=settings.max_checkin_bytes, max_depth=settings.max_plist_depth)
-        limiter.check(msg.udid)
+    # -- the work, on a device thread ---------------------------------------------------------
+    def _checkin(self, raw: bytes, signature: str | None, proxy: str | None) -> bytes:
+        c, s = self.c, self.settings
+        auth = c.device_auth
+        signer = auth.signer(signature, raw, proxy)  # before parsing: unsigned bodies never reach the parser
+        msg = parse_checkin(raw, max_bytes=s.max_checkin_bytes, max_depth=s.max_plist_depth)
+        c.device_limiter.check(msg.udid)
         if isinstance(msg, Authenticate):
             fp = auth.for_authenticate(msg.udid, signer)
         else:
             fp = auth.for_enrolled(msg.udid, signer)
-        out = container.checkin.handle(msg, fp)
-        metrics.checkins.labels(msg.message_type, "ok").inc()
+        out = c.checkin.handle(msg, fp)
+        c.metrics.checkins.labels(msg.message_type, "ok").inc()
         return out
 
-    def _connect(raw: bytes, creds: tuple[str | None, str | None]) -> bytes:
-        auth = container.device_auth
-        signer = auth.signer(creds[0], raw, creds[1])
-        report = parse_report(raw, max_bytes=settings.max_connect_bytes, max_depth=settings.max_plist_depth)
-        limiter.check(report.udid)
+    def _connect(self, raw: bytes, signature: str | None, proxy: str | None) -> bytes:
+        c, s = self.c, self.settings
+        auth = c.device_auth
+        signer = auth.signer(signature, raw, proxy)
+        report = parse_report(raw, max_bytes=s.max_connect_bytes, max_depth=s.max_plist_depth)
+        c.device_limiter.check(report.udid)
         device = auth.enrolled(report.udid, signer, allow_authenticated=False)
-        out = container.connect.handle(report, device=device, signer=signer)
-        metrics.reports.labels(report.status).inc()
+        out = c.connect.handle(report, device=device, signer=signer)
+        c.metrics.reports.labels(report.status).inc()
         return out
 
-    async def checkin(request: Request) -> Response:
+    # -- ASGI -----------------------------------------------------------------------------------
+    async def __call__(self, scope, receive, send) -> None:
+        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None:
+            return await self.app(scope, receive, send)
+        work, limit, kind = route
+        if scope["method"] != "PUT":
+            from fastapi.responses import JSONResponse
+
+            reply = JSONResponse(error_body("method_not_allowed", "Method Not Allowed"), 405, headers={"Allow": "PUT"})
+            return await reply(scope, receive, send)
+        declared = signature = proxy = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value.decode("latin-1")
+            elif name == b"mdm-signature":
+                signature = value.decode("latin-1")
+            elif name == self.proxy_header:
+                proxy = value.decode("latin-1")
+        metrics = self.c.metrics
         t0 = time.perf_counter()
-        raw = await read_body(request, settings.max_checkin_bytes)
         try:
-            out = await asyncio.get_running_loop().run_in_executor(threads, _checkin, raw, credentials(request))
+            raw = await read_asgi_body(receive, declared, limit)
+            out = await asyncio.get_running_loop().run_in_executor(self.c.device_threads, work, raw, signature, proxy)
+        except ClientGone:
+            return
         except MDMError as e:
-            metrics.checkins.labels("unknown", e.code).inc()
-            raise
+            if kind == "checkin":
+                metrics.checkins.labels("unknown", e.code).inc()
+            return await mdm_error_response(e, scope["method"], scope["path"])(scope, receive, send)
         finally:
-            metrics.latency.labels("checkin").observe(time.perf_counter() - t0)
-        return Response(out, media_type=PLIST if out else None)
-
-    async def connect(request: Request) -> Response:
-        t0 = time.perf_counter()
-        raw = await read_body(request, settings.max_connect_bytes)
-        try:
-            out = await asyncio.get_running_loop().run_in_executor(threads, _connect, raw, credentials(request))
-        finally:
-            metrics.latency.labels("connect").observe(time.perf_counter() - t0)
-        return Response(out, media_type=PLIST if out else None)
-
-    # plain Starlette routes: every device request comes here, and they need no FastAPI
-    # dependency resolution (the error handler still turns MDMError into its reply)
-    router.add_route("/mdm/checkin", checkin, methods=["PUT"], include_in_schema=False)
-    router.add_route("/mdm/connect", connect, methods=["PUT"], include_in_schema=False)
-    return router
+            metrics.latency.labels(kind).observe(time.perf_counter() - t0)
+        headers = [(b"content-length", str(len(out)).encode())]
+        if out:
+            headers.append((b"content-type", PLIST))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": out})
