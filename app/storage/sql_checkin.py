@@ -9,23 +9,24 @@ from sqlalchemy import bindparam, exists, insert, select, update
 from app.db.models import Device, EnrollmentEvent, IssuedCertificate, QueueItem
 from app.db.models_ade import SETUP_UNDER_WAY, DeviceSetup
 from app.storage.interfaces import DeviceAuth
-from app.storage.sql_base import SQLStore, one_of
+from app.storage.sql_base import RawSelect, SQLStore, one_of
 from mdm.checkin import Authenticate, TokenUpdate
 from mdm.errors import NotEnrolled
 
 PENDING = ("queued", "sent", "not_now")
 # built once: every device request runs it
 # (the status condition is the pending index's predicate, so the EXISTS is an index probe)
-_AUTH = select(Device.cert_fingerprint, Device.enrollment_state,
-               exists().where(QueueItem.udid == Device.udid, one_of(QueueItem.status, PENDING)),
-               exists().where(DeviceSetup.udid == Device.udid, one_of(DeviceSetup.state, SETUP_UNDER_WAY))
-               ).where(Device.udid == bindparam("udid"))
+# (run without SQLAlchemy's execution layers: RawSelect)
+_AUTH = RawSelect(select(
+    Device.cert_fingerprint, Device.enrollment_state,
+    exists().where(QueueItem.udid == Device.udid, one_of(QueueItem.status, PENDING)),
+    exists().where(DeviceSetup.udid == Device.udid, one_of(DeviceSetup.state, SETUP_UNDER_WAY)),
+).where(Device.udid == bindparam("udid")))
 
 
 class SQLCheckinStore(SQLStore):
     def device_auth(self, udid: str) -> DeviceAuth | None:
-        with self.conn(readonly=True) as c:
-            row = c.execute(_AUTH, {"udid": udid}).first()
+        row = _AUTH.first(self.engine, {"udid": udid})
         return DeviceAuth(udid, row[0], row[1], bool(row[2]), bool(row[3])) if row else None
 
     def fingerprint_owner(self, fingerprint: str) -> str | None:
