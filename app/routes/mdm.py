@@ -5,6 +5,12 @@ middleware: no route matching over the whole API, no request object, no dependen
 (together ~0.3 ms of CPU per request, about a quarter of an Idle check-in). The request limits
 (URL, timeout) still wrap them, and MDMError becomes the same reply as everywhere else
 (``app.errors.mdm_error_response``).
+
+On SQLite the check-in that needs no write, an Idle with nothing to send (most device
+requests), is answered on the event loop: its reads neither wait nor lock, and handing it to a
+thread and back cost ~0.15-0.19 ms of CPU, more than the work. Anything else, and every request
+on PostgreSQL (a read is a network round trip there), runs on a device thread, as does an Idle
+that turns out to need a write (``reads_only`` refuses the write before anything is done).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import time
 
 from app.errors import error_body, mdm_error_response
 from app.routes.body import ClientGone, read_asgi_body
+from app.storage.sql_base import WouldWrite, reads_only
 from mdm.checkin import Authenticate, parse_checkin
 from mdm.commands import parse_report
 from mdm.errors import MDMError
@@ -32,6 +39,7 @@ class DeviceEndpoints:
         self.proxy_header = s.client_cert_header.lower().encode("latin-1") if s.client_cert_header else None
         self.routes = {"/mdm/checkin": (self._checkin, s.max_checkin_bytes, "checkin"),
                        "/mdm/connect": (self._connect, s.max_connect_bytes, "connect")}
+        self.inline_idle = container.engine.dialect.name == "sqlite"
 
     # -- the work, on a device thread ---------------------------------------------------------
     def _checkin(self, raw: bytes, signature: str | None, proxy: str | None) -> bytes:
@@ -48,16 +56,37 @@ class DeviceEndpoints:
         c.metrics.checkins.labels(msg.message_type, "ok").inc()
         return out
 
-    def _connect(self, raw: bytes, signature: str | None, proxy: str | None) -> bytes:
+    def _authenticated(self, raw: bytes, signature: str | None, proxy: str | None):
         c, s = self.c, self.settings
         auth = c.device_auth
         signer = auth.signer(signature, raw, proxy)
         report = parse_report(raw, max_bytes=s.max_connect_bytes, max_depth=s.max_plist_depth)
         c.device_limiter.check(report.udid)
-        device = auth.enrolled(report.udid, signer, allow_authenticated=False)
-        out = c.connect.handle(report, device=device, signer=signer)
-        c.metrics.reports.labels(report.status).inc()
+        return report, auth.enrolled(report.udid, signer, allow_authenticated=False), signer
+
+    def _answer(self, report, device, signer) -> bytes:
+        out = self.c.connect.handle(report, device=device, signer=signer)
+        self.c.metrics.reports.labels(report.status).inc()
         return out
+
+    def _connect(self, raw: bytes, signature: str | None, proxy: str | None) -> bytes:
+        return self._answer(*self._authenticated(raw, signature, proxy))
+
+    async def _connect_inline_idle(self, raw: bytes, signature: str | None, proxy: str | None) -> bytes:
+        """SQLite: authenticate on the loop; answer a quiet Idle there too, the rest on a thread."""
+        loop = asyncio.get_running_loop()
+        try:
+            with reads_only():
+                report, device, signer = self._authenticated(raw, signature, proxy)
+        except WouldWrite:  # authenticating only reads; should that change, it runs on a thread
+            return await loop.run_in_executor(self.c.device_threads, self._connect, raw, signature, proxy)
+        if report.is_idle and not device.has_pending and not device.setup_under_way:
+            try:
+                with reads_only():
+                    return self._answer(report, device, signer)
+            except WouldWrite:
+                pass  # e.g. last_seen_at is due: nothing was written, do it on a thread
+        return await loop.run_in_executor(self.c.device_threads, self._answer, report, device, signer)
 
     # -- ASGI -----------------------------------------------------------------------------------
     async def __call__(self, scope, receive, send) -> None:
@@ -82,7 +111,11 @@ class DeviceEndpoints:
         t0 = time.perf_counter()
         try:
             raw = await read_asgi_body(receive, declared, limit)
-            out = await asyncio.get_running_loop().run_in_executor(self.c.device_threads, work, raw, signature, proxy)
+            if kind == "connect" and self.inline_idle:
+                out = await self._connect_inline_idle(raw, signature, proxy)
+            else:
+                out = await asyncio.get_running_loop().run_in_executor(self.c.device_threads, work, raw,
+                                                                        signature, proxy)
         except ClientGone:
             return
         except MDMError as e:
