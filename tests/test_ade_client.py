@@ -48,6 +48,21 @@ def test_openssl_smime_token_decrypts(ident, tmp_path, cipher, form):
     assert decrypt_server_token(out, ident.key, ident.cert) == TOKEN
 
 
+def test_a_der_token_ending_in_a_whitespace_byte_is_read_whole(ident):
+    # ciphertext ends in \n, \r, \t, \v, \f or a space once in ~43 tokens: nothing may strip it
+    from mdm.scep import envelope
+
+    inner = (b"Content-Type: text/plain\r\n\r\n-----BEGIN MESSAGE-----\n" + json.dumps(TOKEN.as_json()).encode()
+             + b"\n-----END MESSAGE-----\n")
+    for _ in range(3000):
+        der = envelope.encrypt(inner, ident.cert, "aes128")
+        if der[-1:].isspace():
+            break
+    else:
+        pytest.fail("no ciphertext ended in a whitespace byte")
+    assert decrypt_server_token(der, ident.key, ident.cert) == TOKEN
+
+
 def test_token_for_another_server_is_refused(ident):
     other = issue_identity(create_ca("Other", "Other"), "other")
     with pytest.raises(ParseError, match="cannot decrypt"):

@@ -67,11 +67,11 @@ def envelope_der(data: bytes) -> bytes:
     """The DER EnvelopedData inside an S/MIME file, PEM, base64 text or DER."""
     if len(data) > MAX_TOKEN_BYTES:
         raise ParseError(f"server token larger than {MAX_TOKEN_BYTES} bytes")
+    if data[:1] == b"\x30":
+        return data  # DER, as is: its last bytes may well be whitespace values
     body = data.strip()
     if not body:
         raise ParseError("server token file is empty")
-    if body[:1] == b"\x30":
-        return body
     pem = _PEM.search(body)
     if pem:
         return _b64(pem.group(1), "PEM server token")
