@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any, Iterator
 
 from sqlalchemy import literal_column
@@ -13,30 +12,6 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mdm.errors import Unavailable
-
-
-_READS_ONLY: ContextVar[bool] = ContextVar("schoolmdm_reads_only", default=False)
-
-
-class WouldWrite(Exception):
-    """A write transaction was asked for inside ``reads_only()``; nothing was done yet, so the
-    caller can run the same work again where it may block (not an MDMError: never a reply)."""
-
-
-@contextmanager
-def reads_only() -> Iterator[None]:
-    """Within this block (on this thread or task) the stores refuse to open write transactions:
-    for work run on the event loop only while it reads (SQLite reads neither wait nor lock)."""
-    token = _READS_ONLY.set(True)
-    try:
-        yield
-    finally:
-        _READS_ONLY.reset(token)
-
-
-def _refuse_writes_where_only_reads_run(readonly: bool) -> None:
-    if not readonly and _READS_ONLY.get():
-        raise WouldWrite("a write transaction inside reads_only()")
 
 
 class SQLStore:
@@ -49,7 +24,6 @@ class SQLStore:
 
         ``readonly`` transactions do not take SQLite's write lock (on PostgreSQL it changes nothing).
         """
-        _refuse_writes_where_only_reads_run(readonly)
         with outages_unavailable(), self.sessions.begin() as s:
             if readonly:
                 s.connection(execution_options=READONLY)
@@ -59,7 +33,6 @@ class SQLStore:
     def conn(self, *, readonly: bool = False) -> Iterator[Connection]:
         """Like ``tx`` but a Core connection: for the device hot path, with statements built once
         (no ORM session, no unit of work)."""
-        _refuse_writes_where_only_reads_run(readonly)
         with outages_unavailable(), self.engine.connect() as c:
             if readonly:
                 c.execution_options(**READONLY)
