@@ -9,18 +9,23 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from app.db.models import Command, Device, DeviceApp, DeviceItem, DeviceProfile, IssuedCertificate, Profile, School
 from app.storage.sql_base import SQLStore, dumps_json
+from app.storage.sql_raw import RawStatement, raw_tx
 
-_PROFILE_OF_COMMAND = (select(Profile.identifier, Profile.content_hash, Profile.payload_uuid, Profile.name)
-                       .join(Command, Command.profile_id == Profile.id).where(Command.uuid == bindparam("cu")))
-_FORGET_PROFILE = delete(DeviceProfile).where(DeviceProfile.udid == bindparam("device"),
-                                              DeviceProfile.identifier == bindparam("ident"))
-_INSERT_PROFILE = insert(DeviceProfile)
+# every device acknowledges what it is sent: statements built once, run on the DB-API connection
+_PROFILE_OF_COMMAND = RawStatement(
+    select(Profile.identifier, Profile.content_hash, Profile.payload_uuid, Profile.name)
+    .join(Command, Command.profile_id == Profile.id).where(Command.uuid == bindparam("cu")))
+_FORGET_PROFILE = RawStatement(delete(DeviceProfile).where(DeviceProfile.udid == bindparam("device"),
+                                                           DeviceProfile.identifier == bindparam("ident")))
+_INSERT_PROFILE = RawStatement(insert(DeviceProfile).values(
+    **{k: bindparam(k) for k in ("udid", "identifier", "content_hash", "payload_uuid", "display_name", "source",
+                                 "updated_at")}))
 _INFO_COLUMNS = (("DeviceName", "device_name"), ("OSVersion", "os_version"), ("BuildVersion", "build_version"),
                  ("ProductName", "product_name"), ("ModelName", "model_name"), ("SerialNumber", "serial"))
-_SAVE_INFO = update(Device).where(Device.udid == bindparam("device")).values(
+_SAVE_INFO = RawStatement(update(Device).where(Device.udid == bindparam("device")).values(
     inventory=bindparam("inventory"), inventory_at=bindparam("at"),
     **{col: func.coalesce(bindparam(col, type_=Device.__table__.c[col].type), Device.__table__.c[col])
-       for _, col in _INFO_COLUMNS})
+       for _, col in _INFO_COLUMNS}))
 
 
 class SQLInventoryStore(SQLStore):
@@ -30,8 +35,8 @@ class SQLInventoryStore(SQLStore):
         values = {"device": udid, "inventory": dumps_json(info), "at": now}
         for key, col in _INFO_COLUMNS:
             values[col] = info[key] if _fits(info.get(key), Device, col) else None
-        with self.conn() as c:
-            c.execute(_SAVE_INFO, values)
+        with raw_tx(self.engine) as c:
+            c.run(_SAVE_INFO, values)
 
     def replace_profile_list(self, udid: str, items: list[dict], now: dt.datetime) -> None:
         with self.tx() as s:
@@ -55,13 +60,13 @@ class SQLInventoryStore(SQLStore):
     def profile_acknowledged(self, udid: str, command_uuid: str, now: dt.datetime) -> None:
         """An InstallProfile was acknowledged: remember which version is on the device.
 
-        (Every device acknowledges every pushed profile: statements built once, Core connection.)"""
-        with self.conn() as c:
-            p = c.execute(_PROFILE_OF_COMMAND, {"cu": command_uuid}).first()
+        (Every device acknowledges every pushed profile: the statements run on the DB-API connection.)"""
+        with raw_tx(self.engine) as c:
+            p = c.first(_PROFILE_OF_COMMAND, {"cu": command_uuid})
             if p is None:
                 return
-            c.execute(_FORGET_PROFILE, {"device": udid, "ident": p.identifier})
-            c.execute(_INSERT_PROFILE, {"udid": udid, "identifier": p.identifier, "content_hash": p.content_hash,
+            c.run(_FORGET_PROFILE, {"device": udid, "ident": p.identifier})
+            c.run(_INSERT_PROFILE, {"udid": udid, "identifier": p.identifier, "content_hash": p.content_hash,
                                         "payload_uuid": p.payload_uuid, "display_name": p.name,
                                         "source": "acknowledged", "updated_at": now})
 

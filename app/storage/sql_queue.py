@@ -2,7 +2,7 @@
 
 The enqueue side lives in ``app.storage.sql_enqueue``; this module is the device side: record
 a report, hand out the next command. Every device request runs it, so its statements are built
-once and run on a Core connection, one transaction per request. An Idle that finds nothing to
+once and run on the DB-API connection (``app.storage.sql_raw``), one transaction per request. An Idle that finds nothing to
 send is a read (no write lock on SQLite); ``last_seen_at`` is then written at most once per
 ``seen_every`` per device and process.
 """
@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, insert, select, update
 from app.db.models import Command, CommandEvent, Device, QueueItem
 from app.storage.interfaces import NextCommand, ReportOutcome
 from app.storage.sql_base import one_of
+from app.storage.sql_raw import RawStatement, RawTx, raw_tx
 from app.storage.sql_enqueue import SQLEnqueue
 from mdm.commands import Report
 from mdm.errors import UnknownCommand
@@ -47,25 +48,27 @@ def _next_stmt(statuses: tuple[str, ...]):
 
 
 # Idle also re-sends what was sent but never answered (and what the device put off with NotNow)
-_NEXT_IDLE = _next_stmt(PENDING)
-_NEXT_IDLE_LOCK = _NEXT_IDLE.with_for_update(of=QueueItem)
-_NEXT_AFTER_REPORT = _next_stmt(("queued",)).with_for_update(of=QueueItem)
-_REPORTED = (
+_NEXT_IDLE = RawStatement(_next_stmt(PENDING))
+_NEXT_IDLE_LOCK = RawStatement(_next_stmt(PENDING).with_for_update(of=QueueItem))
+_NEXT_AFTER_REPORT = RawStatement(_next_stmt(("queued",)).with_for_update(of=QueueItem))
+_REPORTED = RawStatement(
     select(QueueItem.id, QueueItem.status, QueueItem.sent_count, Command.request_type, Command.item_key,
            Command.item_hash)
     .join(Command, Command.uuid == QueueItem.command_uuid)
     .where(QueueItem.udid == bindparam("udid"), QueueItem.command_uuid == bindparam("cu"))
     .with_for_update(of=QueueItem))
-_COMPLETED = update(QueueItem).where(QueueItem.id == bindparam("qid")).values(
+_COMPLETED = RawStatement(update(QueueItem).where(QueueItem.id == bindparam("qid")).values(
     status=bindparam("new_status"), completed_at=bindparam("at"), result=bindparam("raw"),
-    error_chain=bindparam("chain"))
-_PUT_OFF = update(QueueItem).where(QueueItem.id == bindparam("qid")).values(status="not_now", error_chain=None)
-_SENT = update(QueueItem).where(QueueItem.id == bindparam("qid")).values(
-    status="sent", sent_at=bindparam("at"), sent_count=QueueItem.sent_count + 1)
-_EXPIRED = update(QueueItem).where(QueueItem.id == bindparam("qid")).values(status="expired",
-                                                                           completed_at=bindparam("at"))
-_EVENT = insert(CommandEvent)
-_SEEN = update(Device).where(Device.udid == bindparam("device")).values(last_seen_at=bindparam("at"))
+    error_chain=bindparam("chain")))
+_PUT_OFF = RawStatement(update(QueueItem).where(QueueItem.id == bindparam("qid")).values(status="not_now",
+                                                                                        error_chain=None))
+_SENT = RawStatement(update(QueueItem).where(QueueItem.id == bindparam("qid")).values(
+    status="sent", sent_at=bindparam("at"), sent_count=QueueItem.sent_count + 1))
+_EXPIRED = RawStatement(update(QueueItem).where(QueueItem.id == bindparam("qid")).values(
+    status="expired", completed_at=bindparam("at")))
+_EVENT = RawStatement(insert(CommandEvent).values(udid=bindparam("udid"), command_uuid=bindparam("command_uuid"),
+                                                  status=bindparam("status"), at=bindparam("at")))
+_SEEN = RawStatement(update(Device).where(Device.udid == bindparam("device")).values(last_seen_at=bindparam("at")))
 
 
 class SQLCommandQueue(SQLEnqueue):
@@ -83,13 +86,13 @@ class SQLCommandQueue(SQLEnqueue):
         if report.is_idle and not self._seen_is_stale(udid, now):
             if pending is False:
                 return NOTHING, None
-            with self.conn(readonly=True) as c:
-                if c.execute(_NEXT_IDLE, {"udid": udid}).first() is None:
+            with raw_tx(self.engine, readonly=True) as c:
+                if c.first(_NEXT_IDLE, {"udid": udid}) is None:
                     return NOTHING, None  # most Idle check-ins: nothing to send, seen recently
-        with self.conn() as c:
+        with raw_tx(self.engine) as c:
             outcome = NOTHING if report.is_idle else self._record(c, udid, report, now)
             nxt = self._next(c, udid, _NEXT_IDLE_LOCK if report.is_idle else _NEXT_AFTER_REPORT, now)
-            c.execute(_SEEN, {"device": udid, "at": now})
+            c.run(_SEEN, {"device": udid, "at": now})
         self._note_seen(udid, now)
         return outcome, nxt
 
@@ -103,9 +106,9 @@ class SQLCommandQueue(SQLEnqueue):
                 self._seen.clear()  # forgetting only costs one extra write per device
             self._seen[udid] = now
 
-    def _record(self, c, udid: str, report: Report, now: dt.datetime) -> ReportOutcome:
+    def _record(self, c: RawTx, udid: str, report: Report, now: dt.datetime) -> ReportOutcome:
         cu = report.command_uuid
-        row = c.execute(_REPORTED, {"udid": udid, "cu": cu}).first()
+        row = c.first(_REPORTED, {"udid": udid, "cu": cu})
         if row is None or row.sent_count == 0:
             raise UnknownCommand(f"command {cu} was never sent to this device")
         if row.status in FINAL:
@@ -113,23 +116,23 @@ class SQLCommandQueue(SQLEnqueue):
             return ReportOutcome(cu, row.request_type, row.status, duplicate=True)
         new = STATUS_OF_REPORT[report.status]
         if new == "not_now":
-            c.execute(_PUT_OFF, {"qid": row.id})
+            c.run(_PUT_OFF, {"qid": row.id})
         else:
             chain = json.dumps(report.error_chain, default=str) if report.error_chain else None
-            c.execute(_COMPLETED, {"qid": row.id, "new_status": new, "at": now, "raw": report.raw, "chain": chain})
-        c.execute(_EVENT, {"udid": udid, "command_uuid": cu, "status": new, "at": now})
+            c.run(_COMPLETED, {"qid": row.id, "new_status": new, "at": now, "raw": report.raw, "chain": chain})
+        c.run(_EVENT, {"udid": udid, "command_uuid": cu, "status": new, "at": now})
         return ReportOutcome(cu, row.request_type, new, item_key=row.item_key, item_hash=row.item_hash)
 
-    def _next(self, c, udid: str, stmt, now: dt.datetime) -> NextCommand | None:
+    def _next(self, c: RawTx, udid: str, stmt, now: dt.datetime) -> NextCommand | None:
         while True:
-            row = c.execute(stmt, {"udid": udid}).first()
+            row = c.first(stmt, {"udid": udid})
             if row is None:
                 return None
             exp = row.expires_at
             if exp is not None and (exp if exp.tzinfo else exp.replace(tzinfo=dt.timezone.utc)) <= now:
-                c.execute(_EXPIRED, {"qid": row.id, "at": now})
-                c.execute(_EVENT, {"udid": udid, "command_uuid": row.command_uuid, "status": "expired", "at": now})
+                c.run(_EXPIRED, {"qid": row.id, "at": now})
+                c.run(_EVENT, {"udid": udid, "command_uuid": row.command_uuid, "status": "expired", "at": now})
                 continue
-            c.execute(_SENT, {"qid": row.id, "at": now})
-            c.execute(_EVENT, {"udid": udid, "command_uuid": row.command_uuid, "status": "sent", "at": now})
+            c.run(_SENT, {"qid": row.id, "at": now})
+            c.run(_EVENT, {"udid": udid, "command_uuid": row.command_uuid, "status": "sent", "at": now})
             return NextCommand(row.command_uuid, row.request_type, row.body, row.profile_id, row.encrypt)
