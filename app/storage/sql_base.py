@@ -78,16 +78,13 @@ class RawSelect:
         with outages_unavailable():
             conn = engine.raw_connection()  # the pool's checkout (and PostgreSQL's pre-ping)
         try:
-            cur = conn.cursor()
-            try:
-                cur.execute(sql, args)
-                return cur.fetchone()
-            finally:
-                cur.close()
-        except (dbapi.OperationalError, dbapi.InterfaceError) as e:
-            if _is_outage(e):
-                raise Unavailable("database unavailable, retry later") from e
-            raise
+            with driver_outages_unavailable(dbapi):
+                cur = conn.cursor()
+                try:
+                    cur.execute(sql, args)
+                    return cur.fetchone()
+                finally:
+                    cur.close()
         finally:
             conn.close()  # back to the pool, which rolls back what PostgreSQL opened
 
@@ -97,6 +94,17 @@ def outages_unavailable() -> Iterator[None]:
     try:
         yield
     except (OperationalError, InterfaceError) as e:
+        if _is_outage(e):
+            raise Unavailable("database unavailable, retry later") from e
+        raise
+
+
+@contextmanager
+def driver_outages_unavailable(dbapi) -> Iterator[None]:
+    """``outages_unavailable`` for errors straight from the driver (``dbapi``: its module)."""
+    try:
+        yield
+    except (dbapi.OperationalError, dbapi.InterfaceError) as e:
         if _is_outage(e):
             raise Unavailable("database unavailable, retry later") from e
         raise

@@ -19,10 +19,8 @@ from contextlib import contextmanager
 from typing import Any, Iterator, NamedTuple
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import InterfaceError, OperationalError
 
-from app.storage.sql_base import _is_outage
-from mdm.errors import Unavailable
+from app.storage.sql_base import driver_outages_unavailable, outages_unavailable
 
 
 class _Plan(NamedTuple):
@@ -107,31 +105,24 @@ def raw_tx(engine: Engine, *, readonly: bool = False) -> Iterator[RawTx]:
     """One transaction on a pooled DB-API connection: committed when the block ends, rolled back
     when it raises. ``readonly`` on SQLite neither waits for nor takes the write lock."""
     dbapi = engine.dialect.loaded_dbapi
-    try:
+    with outages_unavailable():
         fairy = engine.raw_connection()  # the pool's checkout (and PostgreSQL's pre-ping)
-    except (OperationalError, InterfaceError) as e:
-        if _is_outage(e):
-            raise Unavailable("database unavailable, retry later") from e
-        raise
     try:
-        conn = fairy.driver_connection
-        if engine.dialect.name == "sqlite":  # (PostgreSQL's driver opens the transaction itself)
-            conn.execute("BEGIN") if readonly else conn.begin_write()  # GatedConnection: make_engine
-        cursor = conn.cursor()
-        try:
-            yield RawTx(cursor, engine.dialect)
-        except BaseException:
+        with driver_outages_unavailable(dbapi):
+            conn = fairy.driver_connection
+            if engine.dialect.name == "sqlite":  # (PostgreSQL's driver opens the transaction itself)
+                conn.execute("BEGIN") if readonly else conn.begin_write()  # GatedConnection: make_engine
+            cursor = conn.cursor()
             try:
-                conn.rollback()
-            except dbapi.Error:
-                pass  # the connection is gone; the pool drops it
-            raise
-        finally:
-            cursor.close()
-        conn.commit()
-    except (dbapi.OperationalError, dbapi.InterfaceError) as e:
-        if _is_outage(e):
-            raise Unavailable("database unavailable, retry later") from e
-        raise
+                yield RawTx(cursor, engine.dialect)
+            except BaseException:
+                try:
+                    conn.rollback()
+                except dbapi.Error:
+                    pass  # the connection is gone; the pool drops it
+                raise
+            finally:
+                cursor.close()
+            conn.commit()
     finally:
         fairy.close()  # back to the pool (which rolls back anything left open)
