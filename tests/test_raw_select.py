@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import bindparam, select
 
 from app.db.models import Device, School
-from app.storage.sql_base import RawSelect
+from app.storage.sql_raw import RawSelect
 from mdm.errors import Unavailable
 
 _TWO = RawSelect(select(Device.udid, Device.serial, School.name)
@@ -32,14 +32,22 @@ def failing_connection(error: Exception, closed: list) -> object:
         def close(self):
             pass
 
-    class Conn:
+    class Driver:
+        autocommit = False
+
+        class info:
+            transaction_status = 0
+
         def cursor(self):
             return Cursor()
+
+    class Pooled:
+        driver_connection = Driver()
 
         def close(self):
             closed.append(True)
 
-    return Conn()
+    return Pooled()
 
 
 def test_a_lost_database_is_unavailable_and_the_connection_goes_back(container, monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import bindparam, insert, select, update
 
 from app.db.models import Command, CommandEvent, QueueItem
-from app.storage.sql_raw import RawStatement, raw_tx
+from app.storage.sql_raw import _HELD, RawSelect, RawStatement, held_connection, raw_tx
 from mdm.errors import Unavailable
 from tests.conftest import aware
 
@@ -133,3 +133,39 @@ def _target(device):
     from app.services.commands import Target
 
     return Target(udids=(device.udid,))
+
+
+_ANY_EVENT = RawSelect(select(CommandEvent.status).where(CommandEvent.command_uuid == bindparam("cu")))
+
+
+def test_one_checkout_for_everything_in_a_held_block(container, monkeypatch):
+    engine, checkouts = container.engine, []
+    real = engine.raw_connection
+
+    def counting():
+        checkouts.append(1)
+        return real()
+
+    monkeypatch.setattr(engine, "raw_connection", counting)
+    before = engine.pool.checkedout()
+    with held_connection(engine):
+        with held_connection(engine):  # nested: the outer one
+            assert _ANY_EVENT.first(engine, {"cu": "cu-held"}) is None
+        with raw_tx(engine) as c:
+            c.run(_EVENT, {"udid": "U5", "cu": "cu-held", "status": "sent", "at": AT})
+        assert _ANY_EVENT.first(engine, {"cu": "cu-held"}).status == "sent"  # committed
+        with raw_tx(engine, readonly=True) as c:
+            assert len(c.all(_EVENTS, {"cu": "cu-held"})) == 1
+        assert engine.pool.checkedout() == before + 1
+    assert checkouts == [1] and engine.pool.checkedout() == before
+    assert _ANY_EVENT.first(engine, {"cu": "cu-held"}) is not None  # outside: a checkout of its own
+    assert checkouts == [1, 1]
+
+
+def test_a_read_on_its_own_leaves_no_transaction_open(container):
+    engine = container.engine
+    with held_connection(engine):
+        _ANY_EVENT.first(engine, {"cu": "cu-none"})
+        conn = _HELD.get()[1].driver_connection
+        assert not conn.in_transaction if engine.dialect.name == "sqlite" else (
+            conn.info.transaction_status == 0 and conn.autocommit is False)

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 
 from app.errors import error_body, mdm_error_response
 from app.routes.body import ClientGone, read_asgi_body
+from app.storage.sql_raw import held_connection
 from mdm.checkin import Authenticate, parse_checkin
 from mdm.commands import parse_report
 from mdm.errors import MDMError
@@ -49,6 +50,10 @@ class DeviceEndpoints:
 
     # -- the work (on the loop or a device thread: see the module's docstring) ------------------
     def _checkin(self, raw: bytes, signature: str | None, proxy: str | None) -> bytes:
+        with held_connection(self.c.engine):  # one checkout for the request's reads and writes
+            return self._checkin_work(raw, signature, proxy)
+
+    def _checkin_work(self, raw: bytes, signature: str | None, proxy: str | None) -> bytes:
         c, s = self.c, self.settings
         auth = c.device_auth
         signer = auth.signer(signature, raw, proxy)  # before parsing: unsigned bodies never reach the parser
@@ -76,7 +81,8 @@ class DeviceEndpoints:
         return out
 
     def _connect(self, raw: bytes, signature: str | None, proxy: str | None) -> bytes:
-        return self._answer(*self._authenticated(raw, signature, proxy))
+        with held_connection(self.c.engine):  # one checkout for the request's reads and writes
+            return self._answer(*self._authenticated(raw, signature, proxy))
 
     # -- ASGI -----------------------------------------------------------------------------------
     async def __call__(self, scope, receive, send) -> None:

@@ -51,44 +51,6 @@ class SQLStore:
 READONLY = {"schoolmdm_readonly": True}
 
 
-class RawSelect:
-    """A Core SELECT run on the DB-API connection itself, for the read every device request
-    makes: SQLAlchemy's connection, transaction and result layers cost ~0.12 ms a call against
-    ~0.03 ms for the statement (measured in-process on SQLite; one Idle check-in is ~1.2 ms of
-    server CPU). Compiled once per dialect. Bound values and result rows pass untouched, so it
-    suits plain string parameters and columns that need no type conversion, read with no
-    transaction of their own (one statement sees one consistent state)."""
-
-    def __init__(self, stmt) -> None:
-        self.stmt = stmt
-        self._compiled: dict[str, tuple[str, tuple[str, ...] | None]] = {}
-
-    def _sql(self, dialect) -> tuple[str, tuple[str, ...] | None]:
-        got = self._compiled.get(dialect.name)
-        if got is None:
-            compiled = self.stmt.compile(dialect=dialect)
-            got = (str(compiled), tuple(compiled.positiontup) if compiled.positional else None)
-            self._compiled[dialect.name] = got
-        return got
-
-    def first(self, engine: Engine, params: dict[str, Any]) -> tuple | None:
-        sql, order = self._sql(engine.dialect)
-        args = tuple(params[k] for k in order) if order is not None else params
-        dbapi = engine.dialect.loaded_dbapi
-        with outages_unavailable():
-            conn = engine.raw_connection()  # the pool's checkout (and PostgreSQL's pre-ping)
-        try:
-            with driver_outages_unavailable(dbapi):
-                cur = conn.cursor()
-                try:
-                    cur.execute(sql, args)
-                    return cur.fetchone()
-                finally:
-                    cur.close()
-        finally:
-            conn.close()  # back to the pool, which rolls back what PostgreSQL opened
-
-
 @contextmanager
 def outages_unavailable() -> Iterator[None]:
     try:

@@ -9,7 +9,8 @@ from sqlalchemy import bindparam, exists, insert, select, update
 from app.db.models import Device, EnrollmentEvent, IssuedCertificate, QueueItem
 from app.db.models_ade import SETUP_UNDER_WAY, DeviceSetup
 from app.storage.interfaces import DeviceAuth
-from app.storage.sql_base import RawSelect, SQLStore, one_of
+from app.storage.sql_base import SQLStore, one_of
+from app.storage.sql_raw import RawSelect
 from mdm.checkin import Authenticate, TokenUpdate
 from mdm.errors import NotEnrolled
 

@@ -9,6 +9,11 @@ rows are the ones SQLAlchemy would write and read; ``raw_tx`` is the transaction
 the same locking as everywhere else (SQLite's writers pass the write gate with ``BEGIN
 IMMEDIATE``, readers use plain ``BEGIN``) and outages turned into ``Unavailable``.
 
+``held_connection`` keeps one pooled connection for a whole device request, so its read and its
+transactions check out once (on PostgreSQL each checkout is also a pre-ping round trip), and
+``RawSelect`` reads without a transaction of its own (on PostgreSQL: no BEGIN and ROLLBACK round
+trips around one statement).
+
 Used for the device hot path only; everything else stays on the ORM or Core.
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Iterator, NamedTuple
 
 from sqlalchemy.engine import Engine
@@ -100,29 +106,85 @@ class RawTx:
         return self.cursor.rowcount
 
 
+_HELD: ContextVar[tuple[Engine, Any] | None] = ContextVar("schoolmdm_held_connection", default=None)
+
+
+def _checkout(engine: Engine):
+    with outages_unavailable():
+        return engine.raw_connection()  # the pool's checkout (and PostgreSQL's pre-ping)
+
+
+@contextmanager
+def held_connection(engine: Engine) -> Iterator[None]:
+    """Within this block, ``raw_tx`` and ``RawSelect`` on ``engine`` share one pooled connection
+    (nested blocks keep the outer one). It holds no lock between transactions."""
+    if _HELD.get() is not None:
+        yield
+        return
+    fairy = _checkout(engine)
+    token = _HELD.set((engine, fairy))
+    try:
+        yield
+    finally:
+        _HELD.reset(token)
+        fairy.close()  # back to the pool (which rolls back anything left open)
+
+
+@contextmanager
+def _connection(engine: Engine):
+    held = _HELD.get()
+    if held is not None and held[0] is engine:
+        yield held[1]
+        return
+    fairy = _checkout(engine)
+    try:
+        yield fairy
+    finally:
+        fairy.close()
+
+
+class RawSelect(RawStatement):
+    """A SELECT read on its own, with no transaction around it (one statement sees one consistent
+    state): the device-auth read every device request makes."""
+
+    def first(self, engine: Engine, params: dict[str, Any]):
+        dbapi = engine.dialect.loaded_dbapi
+        with _connection(engine) as fairy, driver_outages_unavailable(dbapi):
+            conn = fairy.driver_connection
+            # SQLite's connections run statements outside BEGIN as they are (make_engine); psycopg
+            # would open a transaction: in autocommit it sends the statement alone
+            auto = engine.dialect.name == "postgresql" and not conn.autocommit and conn.info.transaction_status == 0
+            if auto:
+                conn.autocommit = True
+            try:
+                cur = conn.cursor()
+                try:
+                    return RawTx(cur, engine.dialect).first(self, params)
+                finally:
+                    cur.close()
+            finally:
+                if auto:
+                    conn.autocommit = False
+
+
 @contextmanager
 def raw_tx(engine: Engine, *, readonly: bool = False) -> Iterator[RawTx]:
     """One transaction on a pooled DB-API connection: committed when the block ends, rolled back
     when it raises. ``readonly`` on SQLite neither waits for nor takes the write lock."""
     dbapi = engine.dialect.loaded_dbapi
-    with outages_unavailable():
-        fairy = engine.raw_connection()  # the pool's checkout (and PostgreSQL's pre-ping)
-    try:
-        with driver_outages_unavailable(dbapi):
-            conn = fairy.driver_connection
-            if engine.dialect.name == "sqlite":  # (PostgreSQL's driver opens the transaction itself)
-                conn.execute("BEGIN") if readonly else conn.begin_write()  # GatedConnection: make_engine
-            cursor = conn.cursor()
+    with _connection(engine) as fairy, driver_outages_unavailable(dbapi):
+        conn = fairy.driver_connection
+        if engine.dialect.name == "sqlite":  # (PostgreSQL's driver opens the transaction itself)
+            conn.execute("BEGIN") if readonly else conn.begin_write()  # GatedConnection: make_engine
+        cursor = conn.cursor()
+        try:
+            yield RawTx(cursor, engine.dialect)
+        except BaseException:
             try:
-                yield RawTx(cursor, engine.dialect)
-            except BaseException:
-                try:
-                    conn.rollback()
-                except dbapi.Error:
-                    pass  # the connection is gone; the pool drops it
-                raise
-            finally:
-                cursor.close()
-            conn.commit()
-    finally:
-        fairy.close()  # back to the pool (which rolls back anything left open)
+                conn.rollback()
+            except dbapi.Error:
+                pass  # the connection is gone; the pool drops it
+            raise
+        finally:
+            cursor.close()
+        conn.commit()
