@@ -239,10 +239,12 @@ class Container:
 
     @cached_property
     def device_threads(self) -> ThreadPoolExecutor:
-        """Where device requests run their (blocking) service calls: a plain executor, as many
-        threads as anyio's default pool. ``run_in_threadpool`` costs ~0.1 ms more per request
-        (capacity limiter, run variables, context copy), and every iPad request pays it."""
-        return ThreadPoolExecutor(max_workers=40, thread_name_prefix="device")
+        """Where device requests run their (blocking) service calls on PostgreSQL (on SQLite they
+        run on the event loop): a plain executor. ``run_in_threadpool`` costs ~0.1 ms more per
+        request (capacity limiter, run variables, context copy), and every iPad request pays it.
+        16 threads: each holds one pooled connection while it runs (the pool keeps 20, see
+        ``app.db.engine``), and 16 requests in flight per process keep two cores busy."""
+        return ThreadPoolExecutor(max_workers=16, thread_name_prefix="device")
 
     @cached_property
     def api_limiter(self) -> RateLimiter:
