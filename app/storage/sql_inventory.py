@@ -67,8 +67,8 @@ class SQLInventoryStore(SQLStore):
                 return
             c.run(_FORGET_PROFILE, {"device": udid, "ident": p.identifier})
             c.run(_INSERT_PROFILE, {"udid": udid, "identifier": p.identifier, "content_hash": p.content_hash,
-                                        "payload_uuid": p.payload_uuid, "display_name": p.name,
-                                        "source": "acknowledged", "updated_at": now})
+                                    "payload_uuid": p.payload_uuid, "display_name": p.name,
+                                    "source": "acknowledged", "updated_at": now})
 
     def profile_removed(self, udid: str, identifier: str) -> None:
         with self.tx() as s:

@@ -2,9 +2,9 @@
 
 The enqueue side lives in ``app.storage.sql_enqueue``; this module is the device side: record
 a report, hand out the next command. Every device request runs it, so its statements are built
-once and run on the DB-API connection (``app.storage.sql_raw``), one transaction per request. An Idle that finds nothing to
-send is a read (no write lock on SQLite); ``last_seen_at`` is then written at most once per
-``seen_every`` per device and process.
+once and run on the DB-API connection (``app.storage.sql_raw``), one transaction per request.
+An Idle that finds nothing to send is a read (no write lock on SQLite); ``last_seen_at`` is then
+written at most once per ``seen_every`` per device and process.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from app.storage.sql_base import driver_outages_unavailable, outages_unavailable
 
 class _Plan(NamedTuple):
     sql: str
-    positional: bool
+    names: tuple[str, ...] | None  # the parameters' names for a driver that takes them by name
     binds: tuple[tuple[str, Any, bool, Any], ...]  # (name, default, required, processor)
     row: type | None  # a namedtuple of the selected columns
     results: tuple[tuple[int, Any], ...]  # (column index, result processor)
@@ -63,7 +63,7 @@ class RawStatement:
             row = namedtuple("Row", [c.key for c in cols], rename=True)
             results = tuple((i, proc) for i, c in enumerate(cols)
                             if (proc := c.type._cached_result_processor(dialect, None)) is not None)
-        return _Plan(str(compiled), bool(compiled.positional), binds, row, results)
+        return _Plan(str(compiled), None if compiled.positional else tuple(names), binds, row, results)
 
 
 class RawTx:
@@ -81,7 +81,7 @@ class RawTx:
         for name, default, required, proc in p.binds:
             v = params[name] if required else params.get(name, default)
             values.append(proc(v) if proc is not None and v is not None else v)
-        self.cursor.execute(p.sql, values if p.positional else dict(zip((b[0] for b in p.binds), values)))
+        self.cursor.execute(p.sql, values if p.names is None else dict(zip(p.names, values)))
         return p
 
     def _row(self, p: _Plan, raw):
