@@ -8,6 +8,7 @@ import uuid
 from app.services.commands import Target
 from mdm import plist
 from mdm.commands import new_command
+from mdm.errors import Unavailable
 from tests.support.fixtures import fixture, snapshot
 
 CONNECT = {"Content-Type": "application/x-apple-aspen-mdm"}
@@ -173,3 +174,27 @@ def test_acknowledged_erase_unenrolls_and_revokes(enrolled, container):
 
     assert container.certs.lookup(fingerprint(enrolled.cert))["revoked_at"] is not None
     assert send(enrolled, "Idle").status_code in (401, 403)
+
+
+def test_a_result_and_its_report_commit_together(enrolled, container, monkeypatch):
+    """DeviceInformation's answer is saved in the transaction that records the report: when saving
+    fails, the report is not recorded either, and the device's retry records both."""
+    q = queue(container, enrolled, "DeviceInformation")
+    cu, _ = enrolled.command_of(send(enrolled, "Idle"))
+    inventory = container.inventory
+    real = inventory.save_device_information
+
+    def saves_then_fails(*a, **kw):
+        real(*a, **kw)
+        raise Unavailable("database unavailable, retry later")
+
+    monkeypatch.setattr(inventory, "save_device_information", saves_then_fails)
+    before = snapshot(container.engine)
+    assert send(enrolled, "Acknowledged-DeviceInformation", cu).status_code == 503
+    assert snapshot(container.engine) == before  # neither the report nor the inventory
+    monkeypatch.setattr(inventory, "save_device_information", real)
+    assert send(enrolled, "Acknowledged-DeviceInformation", cu).status_code == 200
+    d = container.devices.get(enrolled.udid)
+    assert d["inventory"]["ProductName"] == "iPad13,18"
+    assert [h["status"] for h in d["commands"][0]["history"]] == ["queued", "sent", "acknowledged"]
+    assert q.command_uuid == cu

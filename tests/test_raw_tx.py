@@ -169,3 +169,36 @@ def test_a_read_on_its_own_leaves_no_transaction_open(container):
         conn = _HELD.get()[1].driver_connection
         assert not conn.in_transaction if engine.dialect.name == "sqlite" else (
             conn.info.transaction_status == 0 and conn.autocommit is False)
+
+
+def test_a_raw_tx_inside_another_joins_it(container):
+    """One transaction: the inner block's write commits with the outer one, and goes when the outer
+    one rolls back."""
+    with pytest.raises(RuntimeError):
+        with raw_tx(container.engine) as outer:
+            outer.run(_EVENT, {"udid": "U3", "cu": "cu-joined", "status": "sent", "at": AT})
+            with raw_tx(container.engine) as inner:
+                assert inner is outer
+                inner.run(_EVENT, {"udid": "U3", "cu": "cu-joined", "status": "acknowledged", "at": AT})
+            raise RuntimeError("after both writes")
+    with raw_tx(container.engine, readonly=True) as c:
+        assert c.all(_EVENTS, {"cu": "cu-joined"}) == []
+    with raw_tx(container.engine) as outer:
+        outer.run(_EVENT, {"udid": "U3", "cu": "cu-joined", "status": "sent", "at": AT})
+        with raw_tx(container.engine, readonly=True) as inner:  # a read may join a write
+            assert [r.status for r in inner.all(_EVENTS, {"cu": "cu-joined"})] == ["sent"]
+    with raw_tx(container.engine, readonly=True) as c:
+        assert [r.status for r in c.all(_EVENTS, {"cu": "cu-joined"})] == ["sent"]
+
+
+def test_a_write_cannot_join_a_read_and_an_orm_transaction_cannot_nest(container):
+    with raw_tx(container.engine, readonly=True):
+        with pytest.raises(RuntimeError, match="read-only"):
+            with raw_tx(container.engine):
+                pass
+    with raw_tx(container.engine):
+        # on SQLite it would wait for the outer transaction's write lock for ever
+        with pytest.raises(RuntimeError, match="inside a raw transaction"):
+            container.inventory.command_body("any")
+    with raw_tx(container.engine) as c:  # nothing was left held
+        c.run(_EVENT, {"udid": "U4", "cu": "cu-after-nesting", "status": "sent", "at": AT})

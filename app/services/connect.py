@@ -39,10 +39,18 @@ class ConnectService:
         commands wait for it saves the queue a read); what else the route knows (the verified
         ``signer``) is for the wrappers that use it."""
         now = self.clock()
+        results = self.results
+
+        def in_report_tx(outcome: ReportOutcome) -> None:
+            if outcome.status == "acknowledged" and results.joins(outcome):
+                results.apply(report.udid, outcome, report, now)
+
         outcome, nxt = self.queue.report_and_next(report.udid, report, now,
-                                                  pending=device.has_pending if device else None)
-        if outcome.command_uuid and not outcome.duplicate and outcome.status == "acknowledged":
-            self.results.apply(report.udid, outcome, report, now)
+                                                  pending=device.has_pending if device else None,
+                                                  on_recorded=in_report_tx)
+        if (outcome.command_uuid and not outcome.duplicate and outcome.status == "acknowledged"
+                and not results.joins(outcome)):
+            results.apply(report.udid, outcome, report, now)
         return ConnectResult(outcome, nxt)
 
     def handle(self, report: Report, **known) -> bytes:
@@ -52,8 +60,16 @@ class ConnectService:
 class ResultHandler:
     """Turns acknowledged results into what we know about the device."""
 
+    #: results whose inventory writes join the transaction that records the report (the stores'
+    #: raw statements): the result and what it tells us commit together, with one commit less
+    #: per command round trip. The rest are applied after that transaction, on the ORM.
+    JOINS = frozenset({"DeviceInformation", "InstallProfile"})
+
     def __init__(self, inventory) -> None:
         self.inventory = inventory
+
+    def joins(self, outcome: ReportOutcome) -> bool:
+        return outcome.request_type in self.JOINS and not outcome.item_key
 
     def apply(self, udid: str, outcome: ReportOutcome, report: Report, now) -> None:
         request_type = outcome.request_type

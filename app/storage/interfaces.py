@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 from mdm.checkin import Authenticate, TokenUpdate
 from mdm.commands import Report
@@ -98,7 +98,9 @@ class CommandQueue(Protocol):
                          profile_id: int | None = None, job: dict | None = None, encrypt: bool = False,
                          push: bool = True) -> int: ...
     def report_and_next(self, udid: str, report: Report, now: dt.datetime, *,
-                        pending: bool | None = None) -> tuple[ReportOutcome, NextCommand | None]: ...
+                        pending: bool | None = None,
+                        on_recorded: Callable[[ReportOutcome], None] | None = None,
+                        ) -> tuple[ReportOutcome, NextCommand | None]: ...
     def cancel(self, udid: str | None, command_uuid: str, now: dt.datetime) -> int: ...
 
 

@@ -23,7 +23,13 @@ class SQLStore:
         """One short transaction; database outages become 503 Unavailable.
 
         ``readonly`` transactions do not take SQLite's write lock (on PostgreSQL it changes nothing).
+        Not inside a ``raw_tx`` (it would be a second transaction, and on SQLite wait for the
+        first's write lock for ever).
         """
+        from app.storage.sql_raw import in_raw_tx  # (sql_raw builds on this module)
+
+        if in_raw_tx(self.engine):
+            raise RuntimeError("an ORM transaction cannot run inside a raw transaction")
         with outages_unavailable(), self.sessions.begin() as s:
             if readonly:
                 s.connection(execution_options=READONLY)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+from typing import Callable
 
 from sqlalchemy import bindparam, insert, select, update
 
@@ -80,17 +81,24 @@ class SQLCommandQueue(SQLEnqueue):
         self._seen_lock = threading.Lock()
 
     def report_and_next(self, udid: str, report: Report, now: dt.datetime, *,
-                        pending: bool | None = None) -> tuple[ReportOutcome, NextCommand | None]:
+                        pending: bool | None = None,
+                        on_recorded: Callable[[ReportOutcome], None] | None = None,
+                        ) -> tuple[ReportOutcome, NextCommand | None]:
         """``pending``: whether commands wait for the device, when the caller read it in this
-        request (False saves the read; a command queued since then comes with its push)."""
+        request (False saves the read, True goes straight to the write; a command queued since
+        then comes with its push). ``on_recorded``: called with a newly recorded result inside the
+        transaction that records it (a ``raw_tx`` it opens joins that transaction)."""
         if report.is_idle and not self._seen_is_stale(udid, now):
             if pending is False:
                 return NOTHING, None
-            with raw_tx(self.engine, readonly=True) as c:
-                if c.first(_NEXT_IDLE, {"udid": udid}) is None:
-                    return NOTHING, None  # most Idle check-ins: nothing to send, seen recently
+            if pending is None:
+                with raw_tx(self.engine, readonly=True) as c:
+                    if c.first(_NEXT_IDLE, {"udid": udid}) is None:
+                        return NOTHING, None  # most Idle check-ins: nothing to send, seen recently
         with raw_tx(self.engine) as c:
             outcome = NOTHING if report.is_idle else self._record(c, udid, report, now)
+            if on_recorded is not None and outcome.command_uuid and not outcome.duplicate:
+                on_recorded(outcome)
             nxt = self._next(c, udid, _NEXT_IDLE_LOCK if report.is_idle else _NEXT_AFTER_REPORT, now)
             c.run(_SEEN, {"device": udid, "at": now})
         self._note_seen(udid, now)

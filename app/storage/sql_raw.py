@@ -12,7 +12,8 @@ IMMEDIATE``, readers use plain ``BEGIN``) and outages turned into ``Unavailable`
 ``held_connection`` keeps one pooled connection for a whole device request, so its read and its
 transactions check out once (on PostgreSQL each checkout is also a pre-ping round trip), and
 ``RawSelect`` reads without a transaction of its own (on PostgreSQL: no BEGIN and ROLLBACK round
-trips around one statement).
+trips around one statement). A ``raw_tx`` opened inside another on the same engine joins it: an
+acknowledgement and what it tells us about the device commit together, in one transaction.
 
 Used for the device hot path only; everything else stays on the ORM or Core.
 """
@@ -107,6 +108,14 @@ class RawTx:
 
 
 _HELD: ContextVar[tuple[Engine, Any] | None] = ContextVar("schoolmdm_held_connection", default=None)
+#: the raw transaction open in this context: (engine, its statements, read-only)
+_OPEN: ContextVar[tuple[Engine, RawTx, bool] | None] = ContextVar("schoolmdm_open_raw_tx", default=None)
+
+
+def in_raw_tx(engine: Engine) -> bool:
+    """Whether a ``raw_tx`` on ``engine`` is open in this context."""
+    o = _OPEN.get()
+    return o is not None and o[0] is engine
 
 
 def _checkout(engine: Engine):
@@ -170,15 +179,26 @@ class RawSelect(RawStatement):
 @contextmanager
 def raw_tx(engine: Engine, *, readonly: bool = False) -> Iterator[RawTx]:
     """One transaction on a pooled DB-API connection: committed when the block ends, rolled back
-    when it raises. ``readonly`` on SQLite neither waits for nor takes the write lock."""
+    when it raises. ``readonly`` on SQLite neither waits for nor takes the write lock.
+
+    Inside an open ``raw_tx`` on the same engine this joins it: no BEGIN or COMMIT of its own; what
+    it raises rolls the outer transaction back. A write cannot join a read-only transaction."""
+    outer = _OPEN.get()
+    if outer is not None and outer[0] is engine:
+        if outer[2] and not readonly:
+            raise RuntimeError("a write cannot join a read-only transaction")
+        yield outer[1]
+        return
     dbapi = engine.dialect.loaded_dbapi
     with _connection(engine) as fairy, driver_outages_unavailable(dbapi):
         conn = fairy.driver_connection
         if engine.dialect.name == "sqlite":  # (PostgreSQL's driver opens the transaction itself)
             conn.execute("BEGIN") if readonly else conn.begin_write()  # GatedConnection: make_engine
         cursor = conn.cursor()
+        tx = RawTx(cursor, engine.dialect)
+        token = _OPEN.set((engine, tx, readonly))
         try:
-            yield RawTx(cursor, engine.dialect)
+            yield tx
         except BaseException:
             try:
                 conn.rollback()
@@ -186,5 +206,6 @@ def raw_tx(engine: Engine, *, readonly: bool = False) -> Iterator[RawTx]:
                 pass  # the connection is gone; the pool drops it
             raise
         finally:
+            _OPEN.reset(token)
             cursor.close()
         conn.commit()
