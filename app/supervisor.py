@@ -74,6 +74,8 @@ def worker_main(args: argparse.Namespace) -> int:
     """One worker: bind, load the app, listen, and serve until told to stop."""
     import uvicorn
 
+    from app.http_protocol import HTTP_PROTOCOL
+
     try:
         sock = reuseport_socket(args.host, args.port)
     except OSError as exc:
@@ -82,7 +84,7 @@ def worker_main(args: argparse.Namespace) -> int:
         return BIND_FAILURE
     ssl = {"ssl_certfile": args.ssl_certfile, "ssl_keyfile": args.ssl_keyfile} if args.ssl_certfile else {}
     config = uvicorn.Config("app.main:create_app", factory=True, log_level=args.log_level,
-                            access_log=False, **ssl)
+                            access_log=False, http=HTTP_PROTOCOL, **ssl)
     server = uvicorn.Server(config)
     server.run(sockets=[sock])
     return 0 if server.started else STARTUP_FAILURE

@@ -69,6 +69,7 @@ def register(app: typer.Typer) -> None:
         """
         from app.container import Container
         from app.db.migrate import upgrade
+        from app.http_protocol import HTTP_PROTOCOL
         from app.main import create_app
         from app.pki_store import load_or_create
         from app.settings import get_settings
@@ -96,7 +97,7 @@ def register(app: typer.Typer) -> None:
         mock.__enter__()
         server = uvicorn.Server(uvicorn.Config(create_app(s, container=c), ssl_certfile=str(pki.path("tls.pem")),
                                                ssl_keyfile=str(pki.path("tls.key")), log_level="warning",
-                                               access_log=False))
+                                               access_log=False, http=HTTP_PROTOCOL))
         thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[server_sock])), daemon=True)
         thread.start()
         while not server.started:

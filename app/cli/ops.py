@@ -55,8 +55,10 @@ def register(app: typer.Typer) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
             os.execve(sys.executable, argv, server_environ(os.environ))
+        from app.http_protocol import HTTP_PROTOCOL
+
         uvicorn.run("app.main:create_app", factory=True, host=host or s.host, port=port or s.port,
-                    workers=workers, log_level=s.log_level.lower(), access_log=False, **ssl)
+                    workers=workers, log_level=s.log_level.lower(), access_log=False, http=HTTP_PROTOCOL, **ssl)
 
     @app.command("worker")
     @handle_errors

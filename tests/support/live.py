@@ -9,6 +9,8 @@ import time
 
 import uvicorn
 
+from app.http_protocol import HTTP_PROTOCOL
+
 
 def free_socket(host: str = "127.0.0.1") -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -24,7 +26,7 @@ class LiveServer:
         self.port = sock.getsockname()[1]
         self.url = f"https://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, ssl_certfile=certfile, ssl_keyfile=keyfile, log_level="warning",
-                                access_log=False, lifespan="on")
+                                access_log=False, lifespan="on", http=HTTP_PROTOCOL)  # as the server runs
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name="live-server", daemon=True)
 
