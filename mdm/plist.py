@@ -23,6 +23,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from mdm import plist_xml
 from mdm.errors import LimitExceeded, ParseError
 
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024
@@ -93,7 +94,9 @@ def loads(
     data = bytes(data)
     if not data.startswith(b"bplist"):
         _check_xml_prologue(data)
-        # cheap pre-check on depth: count of opening container tags bounds depth
+        obj = plist_xml.read(data, max_depth)  # the plain form devices send, checked as it is read
+        if obj is not None:
+            return obj
     try:
         obj = plistlib.loads(data)
     except (plistlib.InvalidFileException, ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
