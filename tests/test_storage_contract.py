@@ -75,6 +75,34 @@ def test_queue_priority_fifo_and_reports(stores):
     assert nxt.command_uuid == "A"
 
 
+def test_last_seen_is_written_once_a_minute_whatever_the_device_reports(stores):
+    """Every report shows the device alive, but last_seen_at is written at most once per
+    seen_every (60 s) per device: the acknowledgement right after its Idle writes nothing more."""
+    from sqlalchemy import select
+
+    from app.db.models import Device
+
+    def last_seen():
+        with stores.engine.connect() as c:
+            v = c.execute(select(Device.last_seen_at).where(Device.udid == "U1")).scalar()
+        return v if v.tzinfo else v.replace(tzinfo=dt.timezone.utc)
+
+    enroll(stores, "U1")
+    q = stores.queue
+    q.report_and_next("U1", report("U1", "Idle"), at(2))
+    assert last_seen() == at(2)
+    q.enqueue(command_uuid="A", request_type="ProfileList", body=b"a", udids=["U1"], now=at(2.1))
+    _, nxt = q.report_and_next("U1", report("U1", "Idle"), at(2.2))
+    assert nxt.command_uuid == "A" and last_seen() == at(2)
+    out, _ = q.report_and_next("U1", report("U1", "Acknowledged", "A"), at(2.5))
+    assert out.status == "acknowledged" and last_seen() == at(2)
+    q.enqueue(command_uuid="B", request_type="ProfileList", body=b"b", udids=["U1"], now=at(2.9))
+    q.report_and_next("U1", report("U1", "Idle"), at(3))  # a minute after the last write
+    assert last_seen() == at(3)
+    q.report_and_next("U1", report("U1", "Acknowledged", "B"), at(4.5))
+    assert last_seen() == at(4.5)
+
+
 def test_queue_refuses_reports_for_commands_never_sent(stores):
     enroll(stores, "U1")
     enroll(stores, "U2")

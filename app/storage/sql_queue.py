@@ -3,8 +3,8 @@
 The enqueue side lives in ``app.storage.sql_enqueue``; this module is the device side: record
 a report, hand out the next command. Every device request runs it, so its statements are built
 once and run on the DB-API connection (``app.storage.sql_raw``), one transaction per request.
-An Idle that finds nothing to send is a read (no write lock on SQLite); ``last_seen_at`` is then
-written at most once per ``seen_every`` per device and process.
+An Idle that finds nothing to send is a read (no write lock on SQLite); ``last_seen_at`` is
+written at most once per ``seen_every`` per device and process, whatever the device reports.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ class SQLCommandQueue(SQLEnqueue):
         request (False saves the read, True goes straight to the write; a command queued since
         then comes with its push). ``on_recorded``: called with a newly recorded result inside the
         transaction that records it (a ``raw_tx`` it opens joins that transaction)."""
-        if report.is_idle and not self._seen_is_stale(udid, now):
+        stale = self._seen_is_stale(udid, now)
+        if report.is_idle and not stale:
             if pending is False:
                 return NOTHING, None
             if pending is None:
@@ -100,8 +101,10 @@ class SQLCommandQueue(SQLEnqueue):
             if on_recorded is not None and outcome.command_uuid and not outcome.duplicate:
                 on_recorded(outcome)
             nxt = self._next(c, udid, _NEXT_IDLE_LOCK if report.is_idle else _NEXT_AFTER_REPORT, now)
-            c.run(_SEEN, {"device": udid, "at": now})
-        self._note_seen(udid, now)
+            if stale:  # (an acknowledgement right after its Idle: seen a moment ago)
+                c.run(_SEEN, {"device": udid, "at": now})
+        if stale:
+            self._note_seen(udid, now)
         return outcome, nxt
 
     def _seen_is_stale(self, udid: str, now: dt.datetime) -> bool:
