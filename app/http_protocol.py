@@ -6,10 +6,11 @@ calls per response, on the server and again (two reads) on the device. Every dev
 has a small response, so this was ~15% of a worker's CPU in the command round-trip profile
 (``BENCHMARKS.md``, "Sixth session").
 
-``CoalescingTransport`` keeps what is written during one turn of the event loop and hands it to
-the real transport in one ``write`` at the end of that turn (``call_soon``); the status line and
-headers of a response and its body are sent in the same turn. Closing flushes first; a large
-body (over ``FLUSH_AT``) goes at once; aborting drops what was held, as the real transport would.
+``CoalescingTransport`` holds one write back until the next: uvicorn writes a response's head
+and then, at once, its body (``b""`` for an empty one), so head and body reach the real transport
+in one ``write`` with no delay. What is still held when the event loop's turn ends (a head whose
+body is slow to come, the last chunk of a stream) is written then (``call_soon``). Closing
+flushes first; aborting drops what was held, as the real transport would.
 """
 
 from __future__ import annotations
@@ -21,41 +22,36 @@ try:  # uvicorn[standard] brings httptools; without it uvicorn's own choice ("au
 except ImportError:  # pragma: no cover
     HttpToolsProtocol = None
 
-FLUSH_AT = 64 * 1024
-
 
 class CoalescingTransport:
-    """A transport that joins the writes of one event-loop turn; everything else is the real one's."""
+    """A transport that joins each write to the next one; everything else is the real one's."""
 
-    __slots__ = ("_transport", "_loop", "_held", "_size")
+    __slots__ = ("_transport", "_loop", "_held")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
-        self._held: list[bytes] | None = None
-        self._size = 0
+        self._held: bytes | None = None
 
     def write(self, data: bytes) -> None:
-        if not data:
+        held = self._held
+        if held is None:
+            if data:
+                self._held = bytes(data)
+                self._loop.call_soon(self.flush)
             return
-        if self._held is None:
-            self._held = [data]
-            self._size = len(data)
-            self._loop.call_soon(self.flush)
-        else:
-            self._held.append(data)
-            self._size += len(data)
-        if self._size >= FLUSH_AT:
-            self.flush()
+        self._held = None
+        if not self._transport.is_closing():
+            self._transport.write(held + data if data else held)
 
     def writelines(self, chunks) -> None:
         for data in chunks:
             self.write(data)
 
     def flush(self) -> None:
-        held, self._held, self._size = self._held, None, 0
-        if held and not self._transport.is_closing():
-            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
 
     def close(self) -> None:
         self.flush()
@@ -66,11 +62,11 @@ class CoalescingTransport:
         self._transport.write_eof()
 
     def abort(self) -> None:
-        self._held, self._size = None, 0
+        self._held = None
         self._transport.abort()
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + self._size
+        return self._transport.get_write_buffer_size() + len(self._held or b"")
 
     def __getattr__(self, name: str):
         return getattr(self._transport, name)
