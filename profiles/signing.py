@@ -9,6 +9,8 @@ operations are for the simulator, which plays the device.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from functools import lru_cache
 from typing import Callable
 
 from cryptography import x509
@@ -45,15 +47,29 @@ def unsign_profile(der: bytes) -> tuple[bytes, list[x509.Certificate]]:
     order they were included. Only the signature is checked here, not trust:
     see ``verify_profile``.
     """
+    content, certs, _ = _unsign(der)
+    return content, list(certs)
+
+
+def _unsign(der: bytes) -> tuple[bytes, tuple[x509.Certificate, ...], tuple[bytes, ...]]:
     parts = parse_signed_data(der, error=ParseError)
     if parts.content is None:
         raise ParseError("signed profile has no attached content")
     signer_der = next((c for c in parts.certs if sid_matches(parts, c)), None)
     if signer_der is None:
         raise ParseError("signed profile does not include the signer certificate")
+    ders = (signer_der, *(c for c in parts.certs if c is not signer_der))
+    certs, key = _load_certs(ders)
+    check_signature(parts, parts.content, key, error=ParseError)
+    return parts.content, certs, ders
+
+
+@lru_cache(maxsize=64)
+def _load_certs(ders: tuple[bytes, ...]) -> tuple[tuple[x509.Certificate, ...], object]:
+    """The certificates and the signer's public key (every profile of one signer carries the
+    same DER: parsed once per process; what fails to parse is not kept)."""
     try:  # cryptography parses lazily: touch every field used later while errors are mapped
-        certs = [x509.load_der_x509_certificate(signer_der)]
-        certs += [x509.load_der_x509_certificate(c) for c in parts.certs if c is not signer_der]
+        certs = tuple(x509.load_der_x509_certificate(c) for c in ders)
         for cert in certs:
             cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc  # noqa: B018
         key = certs[0].public_key()
@@ -61,8 +77,7 @@ def unsign_profile(der: bytes) -> tuple[bytes, list[x509.Certificate]]:
         raise ParseError(f"signed profile carries a malformed certificate: {type(e).__name__}") from None
     if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
         raise ParseError("profile signer uses neither an RSA nor an EC key")
-    check_signature(parts, parts.content, key, error=ParseError)
-    return parts.content, certs
+    return certs, key
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -91,16 +106,45 @@ def verify_profile(
     der: bytes, ca_cert: x509.Certificate, *, clock: Callable[[], dt.datetime] = utcnow
 ) -> bytes:
     """Check the signature and that the signer chains to ``ca_cert``; return the content."""
-    content, certs = unsign_profile(der)
+    content, certs, ders = _unsign(der)
     now = clock()
     if now.tzinfo is None:
         now = now.replace(tzinfo=dt.timezone.utc)
     _check_dates(ca_cert, now, "CA")
-    current, others = certs[0], certs[1:]
+    path, chained = _chain(certs, ders, ca_cert, ca_cert.public_bytes(serialization.Encoding.DER))
+    for i, cert in enumerate(path):  # what the walk looked at, in its order: dates change, chains do not
+        _check_dates(cert, now, "intermediate" if i else "profile signer")
+    if not chained:
+        raise ParseError("profile signer does not chain to the trusted CA")
+    return content
+
+
+def _chain(certs: tuple[x509.Certificate, ...], ders: tuple[bytes, ...], ca_cert: x509.Certificate,
+           ca_der: bytes) -> tuple[tuple[x509.Certificate, ...], bool]:
+    key = (ders, ca_der)
+    found = _CHAINS.get(key)
+    if found is None:
+        found = _walk(certs, ca_cert)
+        with _CHAINS_LOCK:
+            _CHAINS[key] = found
+            while len(_CHAINS) > 64:
+                _CHAINS.pop(next(iter(_CHAINS)))
+    return found
+
+
+#: (certificate DERs, CA DER) -> (the certificates the chain walk looked at, whether it reached the
+#: CA): every profile of one signer carries the same chain, so it is walked once per process
+_CHAINS: dict[tuple[tuple[bytes, ...], bytes], tuple[tuple[x509.Certificate, ...], bool]] = {}
+_CHAINS_LOCK = threading.Lock()
+
+
+def _walk(certs: tuple[x509.Certificate, ...], ca_cert: x509.Certificate) -> tuple[tuple[x509.Certificate, ...], bool]:
+    current, others = certs[0], list(certs[1:])
+    path = []
     for _ in range(MAX_CHAIN):
-        _check_dates(current, now, "profile signer" if current is certs[0] else "intermediate")
+        path.append(current)
         if current == ca_cert or _issued_by(current, ca_cert):
-            return content
+            return tuple(path), True
         parent = next(
             (c for c in others if c.subject == current.issuer and _is_ca(c) and _issued_by(current, c)),
             None,
@@ -109,4 +153,4 @@ def verify_profile(
             break
         others = [c for c in others if c is not parent]
         current = parent
-    raise ParseError("profile signer does not chain to the trusted CA")
+    return tuple(path), False

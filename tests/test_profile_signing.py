@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from asn1crypto import cms
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -129,6 +129,24 @@ def test_verify_profile_rejects_expired_signer(signed, signer, ca):
     later = signer.cert.not_valid_after_utc + dt.timedelta(days=1)
     with pytest.raises(ParseError, match="expired"):
         verify_profile(signed, ca.cert, clock=lambda: later)
+
+
+def test_the_chain_is_walked_once_but_dates_and_signatures_are_checked_every_time(signed, signer, ca):
+    from profiles import signing
+
+    assert verify_profile(signed, ca.cert) == PLIST
+    assert any(ders[0] == signer.cert.public_bytes(serialization.Encoding.DER) for ders, _ in signing._CHAINS)
+    later = signer.cert.not_valid_after_utc + dt.timedelta(days=1)
+    with pytest.raises(ParseError, match="profile signer certificate has expired"):
+        verify_profile(signed, ca.cert, clock=lambda: later)
+    other = pki.create_ca("Other Root", "Elsewhere")
+    for _ in range(2):  # a chain that failed fails again
+        with pytest.raises(ParseError, match="does not chain"):
+            verify_profile(signed, other.cert)
+    tampered = signed.replace(PLIST[-40:], PLIST[-40:].replace(b"<", b"("), 1)
+    with pytest.raises(ParseError):
+        verify_profile(tampered, ca.cert)
+    assert verify_profile(signed, ca.cert) == PLIST
 
 
 def test_tampered_profile_is_rejected(signed, ca):
