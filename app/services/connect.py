@@ -40,17 +40,19 @@ class ConnectService:
         ``signer``) is for the wrappers that use it."""
         now = self.clock()
         results = self.results
+        applied = False
 
         def in_report_tx(outcome: ReportOutcome) -> None:
+            nonlocal applied
             if outcome.status == "acknowledged" and results.joins(outcome):
                 results.apply(report.udid, outcome, report, now)
+                applied = True
 
         outcome, nxt = self.queue.report_and_next(report.udid, report, now,
                                                   pending=device.has_pending if device else None,
                                                   on_recorded=in_report_tx)
-        if (outcome.command_uuid and not outcome.duplicate and outcome.status == "acknowledged"
-                and not results.joins(outcome)):
-            results.apply(report.udid, outcome, report, now)
+        if outcome.command_uuid and not outcome.duplicate and outcome.status == "acknowledged" and not applied:
+            results.apply(report.udid, outcome, report, now)  # after the report's transaction
         return ConnectResult(outcome, nxt)
 
     def handle(self, report: Report, **known) -> bytes:
