@@ -45,10 +45,15 @@ async def _turn() -> None:
     await asyncio.sleep(0)
 
 
+def _coalescing() -> tuple[FakeTransport, CoalescingTransport]:
+    """A fake transport and the coalescing one in front of it (inside a running loop)."""
+    real = FakeTransport()
+    return real, CoalescingTransport(real, asyncio.get_running_loop())
+
+
 def test_a_head_and_its_body_go_out_as_one_write_at_once():
     async def run():
-        real = FakeTransport()
-        t = CoalescingTransport(real, asyncio.get_running_loop())
+        real, t = _coalescing()
         t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
         assert real.writes == [] and t.get_write_buffer_size() == 7 + 38
         t.write(b"hello")  # no waiting for the end of the loop's turn
@@ -65,8 +70,7 @@ def test_a_head_and_its_body_go_out_as_one_write_at_once():
 
 def test_what_is_left_held_goes_out_at_the_end_of_the_turn_in_order():
     async def run():
-        real = FakeTransport()
-        t = CoalescingTransport(real, asyncio.get_running_loop())
+        real, t = _coalescing()
         t.write(b"head")
         await _turn()
         assert real.writes == [b"head"]  # a body slow to come does not hold the head back
@@ -80,22 +84,19 @@ def test_what_is_left_held_goes_out_at_the_end_of_the_turn_in_order():
 
 def test_close_and_eof_flush_first_abort_drops():
     async def run():
-        real = FakeTransport()
-        t = CoalescingTransport(real, asyncio.get_running_loop())
+        real, t = _coalescing()
         t.write(b"last words")
         t.close()
         assert real.writes == [b"last words"] and real.closed
         await _turn()  # the scheduled flush finds nothing and writes nothing after the close
         assert real.writes == [b"last words"]
 
-        real = FakeTransport()
-        t = CoalescingTransport(real, asyncio.get_running_loop())
+        real, t = _coalescing()
         t.write(b"a")
         t.write_eof()
         assert real.writes == [b"a"] and real.eof
 
-        real = FakeTransport()
-        t = CoalescingTransport(real, asyncio.get_running_loop())
+        real, t = _coalescing()
         t.write(b"dropped")
         t.abort()
         await _turn()
