@@ -32,6 +32,7 @@ from app.storage.sql_inventory import SQLInventoryStore, SQLSchoolStore
 from app.storage.sql_pki import SQLCertificateStore, SQLChallengeStore
 from app.storage.sql_push import SQLPushQueue
 from app.storage.sql_queue import SQLCommandQueue
+from app.storage.sql_queue_pg import PGCommandQueue
 from app.storage.sql_tokens import SQLTokenStore
 from app.storage.sql_webhooks import SQLWebhookStore
 from mdm.signature import SignatureVerifier
@@ -71,6 +72,8 @@ class Container:
 
     @cached_property
     def queue(self):
+        if self.engine.dialect.name == "postgresql":
+            return PGCommandQueue(self.sessions)  # each step of a device request in one statement
         return SQLCommandQueue(self.sessions)
 
     @cached_property

@@ -128,6 +128,60 @@ def test_queue_duplicate_report_changes_nothing(stores):
     assert out.duplicate and out.status == "acknowledged"
 
 
+def test_expired_commands_are_skipped_after_an_idle_and_after_a_report(stores):
+    """Whichever way the backend takes a step (PostgreSQL: one statement; expired commands on the
+    general path), an expired command is marked expired and the next live one is sent, and the
+    history shows each command's fate once."""
+    from sqlalchemy import select
+
+    from app.db.models import CommandEvent
+
+    enroll(stores, "U1")
+    q = stores.queue
+
+    def put(cu: str, minutes: float, expires: float | None = None) -> None:
+        q.enqueue(command_uuid=cu, request_type="ProfileList", body=cu.encode(), udids=["U1"], now=at(minutes),
+                  expires_at=None if expires is None else at(expires))
+
+    put("X", 0)
+    put("A", 0.1, expires=1)
+    put("B", 0.2)
+    _, nxt = q.report_and_next("U1", report("U1", "Idle"), at(2))
+    assert nxt.command_uuid == "X"
+    _, nxt = q.report_and_next("U1", report("U1", "Acknowledged", "X"), at(3))  # A expired on the way
+    assert nxt.command_uuid == "B" and nxt.body == b"B"
+    put("D", 3.5, expires=4)
+    _, nxt = q.report_and_next("U1", report("U1", "Acknowledged", "B"), at(5))  # only an expired one left
+    assert nxt is None
+    put("E", 6, expires=7)
+    put("F", 6.1)
+    _, nxt = q.report_and_next("U1", report("U1", "Idle"), at(8))
+    assert nxt.command_uuid == "F"
+    put("G", 8.5, expires=9)
+    _, nxt = q.report_and_next("U1", report("U1", "Idle"), at(10))
+    assert nxt.command_uuid == "F"  # sent, never answered: sent again (before G, which has expired by now)
+    _, nxt = q.report_and_next("U1", report("U1", "Acknowledged", "F"), at(11))
+    assert nxt is None
+    with stores.engine.connect() as c:
+        rows = c.execute(select(CommandEvent.command_uuid, CommandEvent.status)
+                         .where(CommandEvent.udid == "U1").order_by(CommandEvent.id)).all()
+    assert [tuple(r) for r in rows] == [
+        ("X", "sent"), ("X", "acknowledged"), ("A", "expired"), ("B", "sent"), ("B", "acknowledged"),
+        ("D", "expired"), ("E", "expired"), ("F", "sent"), ("F", "sent"), ("F", "acknowledged"), ("G", "expired")]
+    assert q_statuses(stores) == {
+        "X": "acknowledged", "A": "expired", "B": "acknowledged", "D": "expired", "E": "expired",
+        "F": "acknowledged", "G": "expired"}
+
+
+def q_statuses(stores) -> dict[str, str]:
+    from sqlalchemy import select
+
+    from app.db.models import QueueItem
+
+    with stores.engine.connect() as c:
+        return dict(c.execute(select(QueueItem.command_uuid, QueueItem.status).where(QueueItem.udid == "U1")).all())
+
+
 def test_queue_cancel_only_touches_unsent(stores):
     enroll(stores, "U1")
     enroll(stores, "U2")

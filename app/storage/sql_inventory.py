@@ -5,21 +5,31 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.db.models import Command, Device, DeviceApp, DeviceItem, DeviceProfile, IssuedCertificate, Profile, School
 from app.storage.sql_base import SQLStore, dumps_json
 from app.storage.sql_raw import RawStatement, raw_tx
 
 # every device acknowledges what it is sent: statements built once, run on the DB-API connection
-_PROFILE_OF_COMMAND = RawStatement(
-    select(Profile.identifier, Profile.content_hash, Profile.payload_uuid, Profile.name)
-    .join(Command, Command.profile_id == Profile.id).where(Command.uuid == bindparam("cu")))
-_FORGET_PROFILE = RawStatement(delete(DeviceProfile).where(DeviceProfile.udid == bindparam("device"),
-                                                           DeviceProfile.identifier == bindparam("ident")))
-_INSERT_PROFILE = RawStatement(insert(DeviceProfile).values(
-    **{k: bindparam(k) for k in ("udid", "identifier", "content_hash", "payload_uuid", "display_name", "source",
-                                 "updated_at")}))
+def _profile_acknowledged(insert_for_dialect):
+    """The acknowledged command's profile becomes the device's version of it, in one statement
+    (INSERT ... SELECT ... ON CONFLICT DO UPDATE: SQLite and PostgreSQL spell it the same way)."""
+    ins = insert_for_dialect(DeviceProfile).from_select(
+        ["udid", "identifier", "content_hash", "payload_uuid", "display_name", "source", "updated_at"],
+        select(bindparam("udid", type_=DeviceProfile.udid.type), Profile.identifier, Profile.content_hash,
+               Profile.payload_uuid, Profile.name, literal("acknowledged", DeviceProfile.source.type),
+               bindparam("at", type_=DeviceProfile.updated_at.type))
+        .join(Command, Command.profile_id == Profile.id).where(Command.uuid == bindparam("cu")))
+    return RawStatement(ins.on_conflict_do_update(
+        index_elements=[DeviceProfile.udid, DeviceProfile.identifier],
+        set_={k: ins.excluded[k] for k in ("content_hash", "payload_uuid", "display_name", "source", "updated_at")}))
+
+
+_PROFILE_ACKNOWLEDGED = {"sqlite": _profile_acknowledged(sqlite_insert),
+                         "postgresql": _profile_acknowledged(pg_insert)}
 _INFO_COLUMNS = (("DeviceName", "device_name"), ("OSVersion", "os_version"), ("BuildVersion", "build_version"),
                  ("ProductName", "product_name"), ("ModelName", "model_name"), ("SerialNumber", "serial"))
 _SAVE_INFO = RawStatement(update(Device).where(Device.udid == bindparam("device")).values(
@@ -62,13 +72,7 @@ class SQLInventoryStore(SQLStore):
 
         (Every device acknowledges every pushed profile: the statements run on the DB-API connection.)"""
         with raw_tx(self.engine) as c:
-            p = c.first(_PROFILE_OF_COMMAND, {"cu": command_uuid})
-            if p is None:
-                return
-            c.run(_FORGET_PROFILE, {"device": udid, "ident": p.identifier})
-            c.run(_INSERT_PROFILE, {"udid": udid, "identifier": p.identifier, "content_hash": p.content_hash,
-                                    "payload_uuid": p.payload_uuid, "display_name": p.name,
-                                    "source": "acknowledged", "updated_at": now})
+            c.run(_PROFILE_ACKNOWLEDGED[self.dialect], {"udid": udid, "cu": command_uuid, "at": now})
 
     def profile_removed(self, udid: str, identifier: str) -> None:
         with self.tx() as s:

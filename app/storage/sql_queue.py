@@ -72,6 +72,11 @@ _EVENT = RawStatement(insert(CommandEvent).values(udid=bindparam("udid"), comman
 _SEEN = RawStatement(update(Device).where(Device.udid == bindparam("device")).values(last_seen_at=bindparam("at")))
 
 
+def error_chain(report: Report) -> str | None:
+    """What the queue keeps of a report's ErrorChain."""
+    return json.dumps(report.error_chain, default=str) if report.error_chain else None
+
+
 class SQLCommandQueue(SQLEnqueue):
     def __init__(self, sessions, *, seen_every: dt.timedelta = SEEN_EVERY, max_seen: int = 200_000) -> None:
         super().__init__(sessions)
@@ -89,23 +94,30 @@ class SQLCommandQueue(SQLEnqueue):
         then comes with its push). ``on_recorded``: called with a newly recorded result inside the
         transaction that records it (a ``raw_tx`` it opens joins that transaction)."""
         stale = self._seen_is_stale(udid, now)
-        if report.is_idle and not stale:
-            if pending is False:
-                return NOTHING, None
-            if pending is None:
-                with raw_tx(self.engine, readonly=True) as c:
-                    if c.first(_NEXT_IDLE, {"udid": udid}) is None:
-                        return NOTHING, None  # most Idle check-ins: nothing to send, seen recently
-        with raw_tx(self.engine) as c:
-            outcome = NOTHING if report.is_idle else self._record(c, udid, report, now)
-            if on_recorded is not None and outcome.command_uuid and not outcome.duplicate:
-                on_recorded(outcome)
-            nxt = self._next(c, udid, _NEXT_IDLE_LOCK if report.is_idle else _NEXT_AFTER_REPORT, now)
-            if stale:  # (an acknowledgement right after its Idle: seen a moment ago)
-                c.run(_SEEN, {"device": udid, "at": now})
+        if report.is_idle:
+            if not stale:
+                if pending is False:
+                    return NOTHING, None
+                if pending is None:
+                    with raw_tx(self.engine, readonly=True) as c:
+                        if c.first(_NEXT_IDLE, {"udid": udid}) is None:
+                            return NOTHING, None  # most Idle check-ins: nothing to send, seen recently
+            outcome, nxt = NOTHING, self._idle_next(udid, now, stale)
+        else:
+            with raw_tx(self.engine) as c:
+                outcome = self._record(c, udid, report, now)
+                if on_recorded is not None and outcome.command_uuid and not outcome.duplicate:
+                    on_recorded(outcome)
+                # (an acknowledgement right after its Idle: seen a moment ago)
+                nxt = self._send_next(c, udid, now, idle=False, seen=stale)
         if stale:
             self._note_seen(udid, now)
         return outcome, nxt
+
+    def _idle_next(self, udid: str, now: dt.datetime, seen: bool) -> NextCommand | None:
+        """An Idle's write: hand out the next command (and note the device seen)."""
+        with raw_tx(self.engine) as c:
+            return self._send_next(c, udid, now, idle=True, seen=seen)
 
     def _seen_is_stale(self, udid: str, now: dt.datetime) -> bool:
         last = self._seen.get(udid)
@@ -129,10 +141,19 @@ class SQLCommandQueue(SQLEnqueue):
         if new == "not_now":
             c.run(_PUT_OFF, {"qid": row.id})
         else:
-            chain = json.dumps(report.error_chain, default=str) if report.error_chain else None
-            c.run(_COMPLETED, {"qid": row.id, "new_status": new, "at": now, "raw": report.raw, "chain": chain})
+            c.run(_COMPLETED, {"qid": row.id, "new_status": new, "at": now, "raw": report.raw,
+                               "chain": error_chain(report)})
         c.run(_EVENT, {"udid": udid, "command_uuid": cu, "status": new, "at": now})
         return ReportOutcome(cu, row.request_type, new, item_key=row.item_key, item_hash=row.item_hash)
+
+    def _send_next(self, c: RawTx, udid: str, now: dt.datetime, *, idle: bool, seen: bool) -> NextCommand | None:
+        """Mark the next command sent and return it (an Idle also re-sends what is pending, a
+        report only hands out what is queued); expired commands on the way are marked so.
+        ``seen``: write the device's ``last_seen_at`` too."""
+        nxt = self._next(c, udid, _NEXT_IDLE_LOCK if idle else _NEXT_AFTER_REPORT, now)
+        if seen:
+            c.run(_SEEN, {"device": udid, "at": now})
+        return nxt
 
     def _next(self, c: RawTx, udid: str, stmt, now: dt.datetime) -> NextCommand | None:
         while True:

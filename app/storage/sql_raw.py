@@ -10,7 +10,7 @@ the same locking as everywhere else (SQLite's writers pass the write gate with `
 IMMEDIATE``, readers use plain ``BEGIN``) and outages turned into ``Unavailable``.
 
 ``held_connection`` keeps one pooled connection for a whole device request, so its read and its
-transactions check out once (on PostgreSQL each checkout is also a pre-ping round trip), and
+transactions check out once (on PostgreSQL a checkout after a pause is also a ping round trip), and
 ``RawSelect`` reads without a transaction of its own (on PostgreSQL: no BEGIN and ROLLBACK round
 trips around one statement). A ``raw_tx`` opened inside another on the same engine joins it: an
 acknowledgement and what it tells us about the device commit together, in one transaction.
@@ -120,7 +120,7 @@ def in_raw_tx(engine: Engine) -> bool:
 
 def _checkout(engine: Engine):
     with outages_unavailable():
-        return engine.raw_connection()  # the pool's checkout (and PostgreSQL's pre-ping)
+        return engine.raw_connection()  # the pool's checkout (and PostgreSQL's ping after a pause)
 
 
 @contextmanager
@@ -153,8 +153,9 @@ def _connection(engine: Engine):
 
 
 class RawSelect(RawStatement):
-    """A SELECT read on its own, with no transaction around it (one statement sees one consistent
-    state): the device-auth read every device request makes."""
+    """A SELECT run on its own, with no transaction around it (one statement sees one consistent
+    state, and on PostgreSQL is its own transaction): the device-auth read every device request
+    makes, and on PostgreSQL an Idle's whole write (a SELECT whose CTEs write: ``sql_queue_pg``)."""
 
     def first(self, engine: Engine, params: dict[str, Any]):
         dbapi = engine.dialect.loaded_dbapi
