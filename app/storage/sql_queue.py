@@ -77,6 +77,16 @@ def error_chain(report: Report) -> str | None:
     return json.dumps(report.error_chain, default=str) if report.error_chain else None
 
 
+def expired(row, now: dt.datetime) -> bool:
+    """Whether a next-command row (its ``expires_at``) has expired by ``now``."""
+    exp = row.expires_at
+    return exp is not None and (exp if exp.tzinfo else exp.replace(tzinfo=dt.timezone.utc)) <= now
+
+
+def next_command(row) -> NextCommand:
+    return NextCommand(row.command_uuid, row.request_type, row.body, row.profile_id, row.encrypt)
+
+
 class SQLCommandQueue(SQLEnqueue):
     def __init__(self, sessions, *, seen_every: dt.timedelta = SEEN_EVERY, max_seen: int = 200_000) -> None:
         super().__init__(sessions)
@@ -160,11 +170,10 @@ class SQLCommandQueue(SQLEnqueue):
             row = c.first(stmt, {"udid": udid})
             if row is None:
                 return None
-            exp = row.expires_at
-            if exp is not None and (exp if exp.tzinfo else exp.replace(tzinfo=dt.timezone.utc)) <= now:
+            if expired(row, now):
                 c.run(_EXPIRED, {"qid": row.id, "at": now})
                 c.run(_EVENT, {"udid": udid, "command_uuid": row.command_uuid, "status": "expired", "at": now})
                 continue
             c.run(_SENT, {"qid": row.id, "at": now})
             c.run(_EVENT, {"udid": udid, "command_uuid": row.command_uuid, "status": "sent", "at": now})
-            return NextCommand(row.command_uuid, row.request_type, row.body, row.profile_id, row.encrypt)
+            return next_command(row)

@@ -22,7 +22,8 @@ from sqlalchemy import bindparam, insert, literal, or_, select, update
 
 from app.db.models import Command, CommandEvent, Device, QueueItem
 from app.storage.interfaces import NextCommand, ReportOutcome
-from app.storage.sql_queue import FINAL, PENDING, STATUS_OF_REPORT, SQLCommandQueue, _next_stmt, error_chain
+from app.storage.sql_queue import (FINAL, PENDING, STATUS_OF_REPORT, SQLCommandQueue, _next_stmt, error_chain, expired,
+                                   next_command)
 from app.storage.sql_base import one_of
 from app.storage.sql_raw import RawSelect, RawStatement, RawTx, in_raw_tx
 from mdm.commands import Report
@@ -74,15 +75,6 @@ def _record_stmt():
 _RECORD = RawStatement(_record_stmt())
 
 
-def _expired(row, now: dt.datetime) -> bool:
-    exp = row.expires_at
-    return exp is not None and (exp if exp.tzinfo else exp.replace(tzinfo=dt.timezone.utc)) <= now
-
-
-def _command(row) -> NextCommand:
-    return NextCommand(row.command_uuid, row.request_type, row.body, row.profile_id, row.encrypt)
-
-
 class PGCommandQueue(SQLCommandQueue):
     """``SQLCommandQueue`` with each step in one statement (see the module's docstring)."""
 
@@ -90,17 +82,17 @@ class PGCommandQueue(SQLCommandQueue):
         if in_raw_tx(self.engine):  # joining a transaction: its statements, no autocommit
             return super()._idle_next(udid, now, seen)
         row = _IDLE[seen].first(self.engine, {"udid": udid, "at": now})
-        if row is not None and _expired(row, now):
+        if row is not None and expired(row, now):
             return super()._idle_next(udid, now, False)  # (seen: written just now)
-        return None if row is None else _command(row)
+        return None if row is None else next_command(row)
 
     def _send_next(self, c: RawTx, udid: str, now: dt.datetime, *, idle: bool, seen: bool) -> NextCommand | None:
         if idle:
             return super()._send_next(c, udid, now, idle=idle, seen=seen)
         row = c.first(_AFTER_REPORT[seen], {"udid": udid, "at": now})
-        if row is not None and _expired(row, now):
+        if row is not None and expired(row, now):
             return super()._send_next(c, udid, now, idle=False, seen=False)
-        return None if row is None else _command(row)
+        return None if row is None else next_command(row)
 
     def _record(self, c: RawTx, udid: str, report: Report, now: dt.datetime) -> ReportOutcome:
         new = STATUS_OF_REPORT[report.status]
@@ -114,4 +106,3 @@ class PGCommandQueue(SQLCommandQueue):
         if row.status in FINAL:
             return ReportOutcome(cu, row.request_type, row.status, duplicate=True)
         return ReportOutcome(cu, row.request_type, new, item_key=row.item_key, item_hash=row.item_hash)
-
