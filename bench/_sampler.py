@@ -2,7 +2,7 @@
 
 cProfile and pyinstrument see one thread; the server's work is spread over the event loop
 and the threadpool (database, signing). This sampler wakes every few milliseconds, reads
-each thread's own CPU clock (``pthread_getcpuclockid``) and charges the CPU time the thread
+each thread's own CPU clock (by kernel thread id) and charges the CPU time the thread
 used since the last wake-up to the stack it is in now. Over thousands of samples that is a
 fair picture of where the server's CPU goes, C extensions (OpenSSL, SQLite, psycopg)
 showing up as the Python function that called them.
@@ -47,6 +47,14 @@ def _parked(leaf: str) -> bool:
     """A thread waiting for work: the threadpool's queue, the event loop (uvloop's run is C)."""
     return leaf.startswith(("stdlib/threading.py:", "stdlib/queue.py:", "stdlib/selectors.py:",
                             "stdlib/runners.py:", "stdlib/base_events.py:"))
+
+
+def _thread_clock(native_id: int) -> int:
+    """Linux's CPU clock of one thread, by kernel thread id (``MAKE_THREAD_CPUCLOCK(tid,
+    CPUCLOCK_SCHED)``). ``pthread_getcpuclockid`` takes a ``pthread_t``, which dangles once the
+    thread has exited between ``sys._current_frames()`` and the call: the worker died of SIGSEGV
+    when a threadpool thread ended at that moment. A dead tid's clock is just EINVAL."""
+    return (~native_id << 3) | 6
 
 
 def _blocked(native_id: int | None) -> bool:
@@ -104,24 +112,26 @@ class Sampler:
             pass
 
     def _native(self, ident: int) -> int | None:
-        nid = self._natives.get(ident)
-        if nid is None:
-            self._natives = {t.ident: t.native_id for t in threading.enumerate() if t.ident is not None}
-            nid = self._natives.get(ident)
-        return nid
+        """The kernel thread id of a Python thread ident (idents are reused once a thread ends)."""
+        return self._natives.get(ident)
 
     def sample(self) -> None:
         me = threading.get_ident()
         frames = sys._current_frames()
+        if frames.keys() != self._natives.keys():
+            self._natives = {t.ident: t.native_id for t in threading.enumerate() if t.ident is not None}
         with self._lock:
             b = self._bucket()
             b["ticks"] += 1
             for ident, frame in frames.items():
                 if ident == me:
                     continue
+                nid = self._native(ident)
+                if nid is None:
+                    continue
                 try:
-                    cpu = time.clock_gettime(time.pthread_getcpuclockid(ident))
-                except (OSError, OverflowError):
+                    cpu = time.clock_gettime(_thread_clock(nid))
+                except (OSError, OverflowError):  # the thread ended since sys._current_frames()
                     continue
                 prev = self._last.get(ident)
                 self._last[ident] = cpu
@@ -139,7 +149,7 @@ class Sampler:
                     b["self"][IDLE] += dt
                     b["incl"][IDLE] += dt
                     continue
-                if _blocked(self._native(ident)):
+                if _blocked(nid):
                     b["self"]["(blocked in C; CPU used before) " + stack[0]] += dt
                     b["blocked"] += dt
                 else:
