@@ -198,3 +198,59 @@ def test_a_result_and_its_report_commit_together(enrolled, container, monkeypatc
     assert d["inventory"]["ProductName"] == "iPad13,18"
     assert [h["status"] for h in d["commands"][0]["history"]] == ["queued", "sent", "acknowledged"]
     assert q.command_uuid == cu
+
+
+def _count_round_trips(monkeypatch) -> dict:
+    """Statements and COMMITs sent on PostgreSQL (psycopg's cursor and connection)."""
+    import psycopg
+
+    seen = {"execute": 0, "commit": 0}
+    execute, commit = psycopg.Cursor.execute, psycopg.Connection.commit
+
+    def counting_execute(self, *a, **kw):
+        seen["execute"] += 1
+        return execute(self, *a, **kw)
+
+    def counting_commit(self):
+        seen["commit"] += 1
+        return commit(self)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", counting_execute)
+    monkeypatch.setattr(psycopg.Connection, "commit", counting_commit)
+    return seen
+
+
+def test_acknowledged_install_profile_records_the_installed_version_and_hands_out_the_next(
+        enrolled, container, monkeypatch):
+    """An InstallProfile's acknowledgement records the profile version now on the device, and the
+    same reply carries the next command. On PostgreSQL the queue does all of it in the one
+    statement that records the report (``sql_queue_pg``): the request's only other statement is
+    the device-auth read, and there is no COMMIT round trip (autocommit)."""
+    payload = {"PayloadType": "Configuration", "PayloadVersion": 1, "PayloadDisplayName": "Dock",
+               "PayloadIdentifier": "org.schoolmdm.gs-nord.dock", "PayloadUUID": str(uuid.uuid4()).upper(),
+               "PayloadContent": []}
+    p = container.profiles.store(school_id="gs-nord", role=None, name="dock", payload=payload)
+    pushed = container.profiles.push(p.id, Target(udids=(enrolled.udid,)))
+    after = queue(container, enrolled, "ProfileList")
+    cu, cmd = enrolled.command_of(send(enrolled, "Idle"))
+    assert cu == pushed.command_uuid and cmd["RequestType"] == "InstallProfile"
+    assert container.devices.get(enrolled.udid)["profiles"] == []
+
+    postgres = container.engine.dialect.name == "postgresql"
+    trips = _count_round_trips(monkeypatch) if postgres else None
+    r = send(enrolled, "Acknowledged", cu)
+    assert r.status_code == 200 and enrolled.command_of(r)[0] == after.command_uuid
+    if postgres:
+        assert trips == {"execute": 2, "commit": 0}
+    monkeypatch.undo()
+
+    (installed,) = container.devices.get(enrolled.udid)["profiles"]
+    assert installed["identifier"] == p.identifier and installed["content_hash"] == p.content_hash
+    assert installed["source"] == "acknowledged"
+    statuses = {c["command_uuid"]: [h["status"] for h in c["history"]] for c in container.devices.get(enrolled.udid)["commands"]}
+    assert statuses[cu] == ["queued", "sent", "acknowledged"]
+    assert statuses[after.command_uuid] == ["queued", "sent"]
+    # a repeated acknowledgement changes nothing and is answered (the next command is out already)
+    before = snapshot(container.engine)
+    assert send(enrolled, "Acknowledged", cu).status_code == 200
+    assert snapshot(container.engine) == before

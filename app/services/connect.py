@@ -50,7 +50,9 @@ class ConnectService:
 
         outcome, nxt = self.queue.report_and_next(report.udid, report, now,
                                                   pending=device.has_pending if device else None,
-                                                  on_recorded=in_report_tx)
+                                                  on_recorded=in_report_tx,
+                                                  record_profile=results.only_profile_joins(report))
+        applied = applied or outcome.profile_recorded
         if outcome.command_uuid and not outcome.duplicate and outcome.status == "acknowledged" and not applied:
             results.apply(report.udid, outcome, report, now)  # after the report's transaction
         return ConnectResult(outcome, nxt)
@@ -72,6 +74,12 @@ class ResultHandler:
 
     def joins(self, outcome: ReportOutcome) -> bool:
         return outcome.request_type in self.JOINS and not outcome.item_key
+
+    def only_profile_joins(self, report: Report) -> bool:
+        """Whether, for this report, what joins its transaction is at most an acknowledged
+        InstallProfile's ``profile_acknowledged`` (which the queue may then write itself, see
+        ``CommandQueue.report_and_next``): true unless it carries DeviceInformation's answer."""
+        return not isinstance(report.plist.get("QueryResponses"), dict)
 
     def apply(self, udid: str, outcome: ReportOutcome, report: Report, now) -> None:
         request_type = outcome.request_type

@@ -74,6 +74,7 @@ class ReportOutcome:
     duplicate: bool = False
     item_key: str | None = None
     item_hash: str | None = None
+    profile_recorded: bool = False  # the acknowledged InstallProfile's profile is recorded as installed
 
 
 class CheckinStore(Protocol):
@@ -100,6 +101,7 @@ class CommandQueue(Protocol):
     def report_and_next(self, udid: str, report: Report, now: dt.datetime, *,
                         pending: bool | None = None,
                         on_recorded: Callable[[ReportOutcome], None] | None = None,
+                        record_profile: bool = False,
                         ) -> tuple[ReportOutcome, NextCommand | None]: ...
     def cancel(self, udid: str | None, command_uuid: str, now: dt.datetime) -> int: ...
 

@@ -14,18 +14,27 @@ from app.storage.sql_base import SQLStore, dumps_json
 from app.storage.sql_raw import RawStatement, raw_tx
 
 # every device acknowledges what it is sent: statements built once, run on the DB-API connection
-def _profile_acknowledged(insert_for_dialect):
-    """The acknowledged command's profile becomes the device's version of it, in one statement
-    (INSERT ... SELECT ... ON CONFLICT DO UPDATE: SQLite and PostgreSQL spell it the same way)."""
+_PROFILE_COLUMNS = ("content_hash", "payload_uuid", "display_name", "source", "updated_at")
+
+
+def profile_acknowledged_insert(insert_for_dialect, udid, at, acknowledged):
+    """The profile of the acknowledged command (``acknowledged``: its uuid, a value or a scalar
+    subquery) becomes the device's version of it: INSERT ... SELECT ... ON CONFLICT DO UPDATE
+    (SQLite and PostgreSQL spell it the same way). The PostgreSQL queue (``sql_queue_pg``) runs it
+    inside the statement that records the report."""
     ins = insert_for_dialect(DeviceProfile).from_select(
-        ["udid", "identifier", "content_hash", "payload_uuid", "display_name", "source", "updated_at"],
-        select(bindparam("udid", type_=DeviceProfile.udid.type), Profile.identifier, Profile.content_hash,
-               Profile.payload_uuid, Profile.name, literal("acknowledged", DeviceProfile.source.type),
-               bindparam("at", type_=DeviceProfile.updated_at.type))
-        .join(Command, Command.profile_id == Profile.id).where(Command.uuid == bindparam("cu")))
-    return RawStatement(ins.on_conflict_do_update(
-        index_elements=[DeviceProfile.udid, DeviceProfile.identifier],
-        set_={k: ins.excluded[k] for k in ("content_hash", "payload_uuid", "display_name", "source", "updated_at")}))
+        ["udid", "identifier", *_PROFILE_COLUMNS],
+        select(udid, Profile.identifier, Profile.content_hash, Profile.payload_uuid, Profile.name,
+               literal("acknowledged", DeviceProfile.source.type), at)
+        .join(Command, Command.profile_id == Profile.id).where(Command.uuid == acknowledged))
+    return ins.on_conflict_do_update(index_elements=[DeviceProfile.udid, DeviceProfile.identifier],
+                                     set_={k: ins.excluded[k] for k in _PROFILE_COLUMNS})
+
+
+def _profile_acknowledged(insert_for_dialect):
+    return RawStatement(profile_acknowledged_insert(
+        insert_for_dialect, bindparam("udid", type_=DeviceProfile.udid.type),
+        bindparam("at", type_=DeviceProfile.updated_at.type), bindparam("cu", type_=Command.uuid.type)))
 
 
 _PROFILE_ACKNOWLEDGED = {"sqlite": _profile_acknowledged(sqlite_insert),

@@ -98,11 +98,17 @@ class SQLCommandQueue(SQLEnqueue):
     def report_and_next(self, udid: str, report: Report, now: dt.datetime, *,
                         pending: bool | None = None,
                         on_recorded: Callable[[ReportOutcome], None] | None = None,
+                        record_profile: bool = False,
                         ) -> tuple[ReportOutcome, NextCommand | None]:
         """``pending``: whether commands wait for the device, when the caller read it in this
         request (False saves the read, True goes straight to the write; a command queued since
         then comes with its push). ``on_recorded``: called with a newly recorded result inside the
-        transaction that records it (a ``raw_tx`` it opens joins that transaction)."""
+        transaction that records it (a ``raw_tx`` it opens joins that transaction).
+        ``record_profile``: the caller's ``on_recorded`` writes nothing but the installed profile of
+        an acknowledged InstallProfile (``profile_acknowledged``), so a queue may write that itself
+        with the report and skip ``on_recorded`` (``ReportOutcome.profile_recorded`` says it did;
+        the PostgreSQL queue does, in the one statement that records the report). This one calls
+        ``on_recorded`` either way."""
         stale = self._seen_is_stale(udid, now)
         if report.is_idle:
             if not stale:
