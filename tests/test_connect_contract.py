@@ -176,29 +176,59 @@ def test_acknowledged_erase_unenrolls_and_revokes(enrolled, container):
     assert send(enrolled, "Idle").status_code in (401, 403)
 
 
+def _failing_inventory_write(container, monkeypatch):
+    """Make saving DeviceInformation's answer fail as an outage would, where it is written: on
+    SQLite in ``save_device_information`` (inside the report's transaction); on PostgreSQL inside
+    the one statement that records the report (``sql_queue_pg``), by a trigger. Returns the undo."""
+    from sqlalchemy import text
+
+    if container.engine.dialect.name != "postgresql":
+        inventory = container.inventory
+        real = inventory.save_device_information
+
+        def saves_then_fails(*a, **kw):
+            real(*a, **kw)
+            raise Unavailable("database unavailable, retry later")
+
+        monkeypatch.setattr(inventory, "save_device_information", saves_then_fails)
+        return lambda: monkeypatch.setattr(inventory, "save_device_information", real)
+    with container.engine.begin() as c:
+        c.execute(text("CREATE FUNCTION test_lose_connection() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                       "RAISE EXCEPTION 'connection lost while writing' USING ERRCODE = '08006'; END $$"))
+        c.execute(text("CREATE TRIGGER test_lose_connection BEFORE UPDATE OF inventory ON devices "
+                       "FOR EACH ROW EXECUTE FUNCTION test_lose_connection()"))
+
+    def undo():
+        with container.engine.begin() as c:
+            c.execute(text("DROP TRIGGER test_lose_connection ON devices"))
+            c.execute(text("DROP FUNCTION test_lose_connection()"))
+    return undo
+
+
 def test_a_result_and_its_report_commit_together(enrolled, container, monkeypatch):
-    """DeviceInformation's answer is saved in the transaction that records the report: when saving
-    fails, the report is not recorded either, and the device's retry records both."""
+    """DeviceInformation's answer is saved with the report: when saving fails, the report is not
+    recorded either, and the device's retry records both."""
     q = queue(container, enrolled, "DeviceInformation")
+    after = queue(container, enrolled, "ProfileList")
     cu, _ = enrolled.command_of(send(enrolled, "Idle"))
-    inventory = container.inventory
-    real = inventory.save_device_information
-
-    def saves_then_fails(*a, **kw):
-        real(*a, **kw)
-        raise Unavailable("database unavailable, retry later")
-
-    monkeypatch.setattr(inventory, "save_device_information", saves_then_fails)
-    before = snapshot(container.engine)
-    assert send(enrolled, "Acknowledged-DeviceInformation", cu).status_code == 503
-    assert snapshot(container.engine) == before  # neither the report nor the inventory
-    monkeypatch.setattr(inventory, "save_device_information", real)
-    assert send(enrolled, "Acknowledged-DeviceInformation", cu).status_code == 200
+    undo = _failing_inventory_write(container, monkeypatch)
+    try:
+        before = snapshot(container.engine)
+        assert send(enrolled, "Acknowledged-DeviceInformation", cu).status_code == 503
+        assert snapshot(container.engine) == before  # neither the report nor the inventory nor the next command
+    finally:
+        undo()
+    trips = _count_round_trips(monkeypatch) if container.engine.dialect.name == "postgresql" else None
+    r = send(enrolled, "Acknowledged-DeviceInformation", cu)
+    assert r.status_code == 200 and enrolled.command_of(r)[0] == after.command_uuid
+    if trips is not None:  # the device-auth read and the one statement; no transaction round trips
+        assert trips == {"execute": 2, "commit": 0}
+    monkeypatch.undo()
     d = container.devices.get(enrolled.udid)
-    assert d["inventory"]["ProductName"] == "iPad13,18"
-    assert [h["status"] for h in d["commands"][0]["history"]] == ["queued", "sent", "acknowledged"]
+    assert d["inventory"]["ProductName"] == "iPad13,18" and d["name"] == "GS-Nord-017"
+    statuses = {c["command_uuid"]: [h["status"] for h in c["history"]] for c in d["commands"]}
+    assert statuses[cu] == ["queued", "sent", "acknowledged"] and statuses[after.command_uuid] == ["queued", "sent"]
     assert q.command_uuid == cu
-
 
 def _count_round_trips(monkeypatch) -> dict:
     """Statements and COMMITs sent on PostgreSQL (psycopg's cursor and connection)."""

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from app.services.clock import Clock, utcnow
-from app.storage.interfaces import CommandQueue, DeviceAuth, NextCommand, ReportOutcome
+from app.storage.interfaces import CommandQueue, DeviceAuth, JoinedWrites, NextCommand, ReportOutcome
 from mdm import plist
 from mdm.commands import Report
 
@@ -51,8 +51,8 @@ class ConnectService:
         outcome, nxt = self.queue.report_and_next(report.udid, report, now,
                                                   pending=device.has_pending if device else None,
                                                   on_recorded=in_report_tx,
-                                                  record_profile=results.only_profile_joins(report))
-        applied = applied or outcome.profile_recorded
+                                                  joined=results.joined_writes(report))
+        applied = applied or outcome.result_recorded
         if outcome.command_uuid and not outcome.duplicate and outcome.status == "acknowledged" and not applied:
             results.apply(report.udid, outcome, report, now)  # after the report's transaction
         return ConnectResult(outcome, nxt)
@@ -75,11 +75,11 @@ class ResultHandler:
     def joins(self, outcome: ReportOutcome) -> bool:
         return outcome.request_type in self.JOINS and not outcome.item_key
 
-    def only_profile_joins(self, report: Report) -> bool:
-        """Whether, for this report, what joins its transaction is at most an acknowledged
-        InstallProfile's ``profile_acknowledged`` (which the queue may then write itself, see
-        ``CommandQueue.report_and_next``): true unless it carries DeviceInformation's answer."""
-        return not isinstance(report.plist.get("QueryResponses"), dict)
+    def joined_writes(self, report: Report) -> JoinedWrites:
+        """What ``apply`` writes in the report's transaction (``joins``), as data for a queue that
+        writes it in the statement recording the report (``CommandQueue.report_and_next``)."""
+        info = report.plist.get("QueryResponses")
+        return JoinedWrites(device_information=info if isinstance(info, dict) else None)
 
     def apply(self, udid: str, outcome: ReportOutcome, report: Report, now) -> None:
         request_type = outcome.request_type

@@ -65,6 +65,16 @@ class DeviceSelection:
 
 
 @dataclass(frozen=True)
+class JoinedWrites:
+    """What a caller's ``on_recorded`` writes inside the report's transaction, said as data, so a
+    queue can write it in the statement that records the report instead (``report_and_next``):
+    for an acknowledged InstallProfile (not a blueprint item) the profile version now on the
+    device; for an acknowledged DeviceInformation its answer, ``device_information``."""
+
+    device_information: dict | None = None
+
+
+@dataclass(frozen=True)
 class ReportOutcome:
     """What recording a report did (for webhooks and metrics)."""
 
@@ -74,7 +84,7 @@ class ReportOutcome:
     duplicate: bool = False
     item_key: str | None = None
     item_hash: str | None = None
-    profile_recorded: bool = False  # the acknowledged InstallProfile's profile is recorded as installed
+    result_recorded: bool = False  # what the result tells (JoinedWrites) was written with the report
 
 
 class CheckinStore(Protocol):
@@ -101,7 +111,7 @@ class CommandQueue(Protocol):
     def report_and_next(self, udid: str, report: Report, now: dt.datetime, *,
                         pending: bool | None = None,
                         on_recorded: Callable[[ReportOutcome], None] | None = None,
-                        record_profile: bool = False,
+                        joined: JoinedWrites | None = None,
                         ) -> tuple[ReportOutcome, NextCommand | None]: ...
     def cancel(self, udid: str | None, command_uuid: str, now: dt.datetime) -> int: ...
 

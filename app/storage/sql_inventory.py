@@ -41,19 +41,35 @@ _PROFILE_ACKNOWLEDGED = {"sqlite": _profile_acknowledged(sqlite_insert),
                          "postgresql": _profile_acknowledged(pg_insert)}
 _INFO_COLUMNS = (("DeviceName", "device_name"), ("OSVersion", "os_version"), ("BuildVersion", "build_version"),
                  ("ProductName", "product_name"), ("ModelName", "model_name"), ("SerialNumber", "serial"))
-_SAVE_INFO = RawStatement(update(Device).where(Device.udid == bindparam("device")).values(
-    inventory=bindparam("inventory"), inventory_at=bindparam("at"),
-    **{col: func.coalesce(bindparam(col, type_=Device.__table__.c[col].type), Device.__table__.c[col])
-       for _, col in _INFO_COLUMNS}))
+
+
+def save_info_update(*where, **also):
+    """DeviceInformation's answer into the device's row (``device_information_values`` are its
+    parameters; ``also``: more columns to set). The PostgreSQL queue (``sql_queue_pg``) runs it
+    inside the statement that records the report."""
+    return update(Device).where(*where).values(
+        inventory=bindparam("inventory"), inventory_at=bindparam("at"),
+        **{col: func.coalesce(bindparam(col, type_=Device.__table__.c[col].type), Device.__table__.c[col])
+           for _, col in _INFO_COLUMNS}, **also)
+
+
+def device_information_values(info: dict) -> dict:
+    """The parameters of ``save_info_update`` (a key the device did not send, or sent too long,
+    keeps what we had)."""
+    values = {"inventory": dumps_json(info)}
+    for key, col in _INFO_COLUMNS:
+        values[col] = info[key] if _fits(info.get(key), Device, col) else None
+    return values
+
+
+_SAVE_INFO = RawStatement(save_info_update(Device.udid == bindparam("device")))
 
 
 class SQLInventoryStore(SQLStore):
     def save_device_information(self, udid: str, info: dict, now: dt.datetime) -> None:
         """DeviceInformation's answer: the whole answer, and the columns the support desk searches
         (a key the device did not send, or sent too long, keeps what we had)."""
-        values = {"device": udid, "inventory": dumps_json(info), "at": now}
-        for key, col in _INFO_COLUMNS:
-            values[col] = info[key] if _fits(info.get(key), Device, col) else None
+        values = {"device": udid, "at": now, **device_information_values(info)}
         with raw_tx(self.engine) as c:
             c.run(_SAVE_INFO, values)
 

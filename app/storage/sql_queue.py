@@ -17,7 +17,7 @@ from typing import Callable
 from sqlalchemy import bindparam, insert, select, update
 
 from app.db.models import Command, CommandEvent, Device, QueueItem
-from app.storage.interfaces import NextCommand, ReportOutcome
+from app.storage.interfaces import JoinedWrites, NextCommand, ReportOutcome
 from app.storage.sql_base import one_of
 from app.storage.sql_raw import RawStatement, RawTx, raw_tx
 from app.storage.sql_enqueue import SQLEnqueue
@@ -98,17 +98,16 @@ class SQLCommandQueue(SQLEnqueue):
     def report_and_next(self, udid: str, report: Report, now: dt.datetime, *,
                         pending: bool | None = None,
                         on_recorded: Callable[[ReportOutcome], None] | None = None,
-                        record_profile: bool = False,
+                        joined: JoinedWrites | None = None,
                         ) -> tuple[ReportOutcome, NextCommand | None]:
         """``pending``: whether commands wait for the device, when the caller read it in this
         request (False saves the read, True goes straight to the write; a command queued since
         then comes with its push). ``on_recorded``: called with a newly recorded result inside the
         transaction that records it (a ``raw_tx`` it opens joins that transaction).
-        ``record_profile``: the caller's ``on_recorded`` writes nothing but the installed profile of
-        an acknowledged InstallProfile (``profile_acknowledged``), so a queue may write that itself
-        with the report and skip ``on_recorded`` (``ReportOutcome.profile_recorded`` says it did;
-        the PostgreSQL queue does, in the one statement that records the report). This one calls
-        ``on_recorded`` either way."""
+        ``joined``: what ``on_recorded`` writes, as data; a queue may then write it itself with the
+        report and not call ``on_recorded`` (``ReportOutcome.result_recorded`` says the result's
+        writes are made). The PostgreSQL queue does, in the one statement that records the report;
+        this one calls ``on_recorded`` either way."""
         stale = self._seen_is_stale(udid, now)
         if report.is_idle:
             if not stale:

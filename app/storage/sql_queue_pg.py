@@ -28,11 +28,11 @@ from sqlalchemy import bindparam, exists, insert, literal, or_, select, true, up
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app.db.models import Command, CommandEvent, Device, QueueItem
-from app.storage.interfaces import NextCommand, ReportOutcome
+from app.storage.interfaces import JoinedWrites, NextCommand, ReportOutcome
 from app.storage.sql_queue import (FINAL, PENDING, STATUS_OF_REPORT, SQLCommandQueue, _next_stmt, error_chain, expired,
                                    next_command)
 from app.storage.sql_base import one_of
-from app.storage.sql_inventory import profile_acknowledged_insert
+from app.storage.sql_inventory import device_information_values, profile_acknowledged_insert, save_info_update
 from app.storage.sql_raw import RawSelect, RawStatement, RawTx, in_raw_tx, raw_tx
 from mdm.commands import Report
 from mdm.errors import UnknownCommand
@@ -100,28 +100,42 @@ def _record_stmt():
 _RECORD = RawStatement(_record_stmt())
 
 
-def _report_next_stmt(*, seen: bool, profile: bool):
-    """One acknowledgement's whole step: record the report (``_record_ctes``), when it acknowledges
-    an InstallProfile of a profile (not a blueprint item) record that profile as installed, and
-    hand out the next queued command (only after a report of a command we sent). One row: the
-    reported command (``r_``) and the next one (``n_``, all None when there is none); no row when
-    the report names no command of this device."""
+def _acknowledged(done, request_type: str):
+    """The command completed now (``done``), when it is an acknowledged ``request_type`` that is
+    not a blueprint item (blueprint items are applied after the report, ``ResultHandler.joins``)."""
+    return (select(done.c.command_uuid).join(Command, Command.uuid == done.c.command_uuid)
+            .where(Command.request_type == request_type, Command.item_key.is_(None), _NEW_STATUS == "acknowledged"))
+
+
+def _report_next_stmt(*, seen: bool, results: bool, info: bool):
+    """One acknowledgement's whole step: record the report (``_record_ctes``); with ``results``
+    what the result tells (``JoinedWrites``: an InstallProfile's profile now installed, with
+    ``info`` DeviceInformation's answer); and hand out the next queued command (only after a
+    report of a command we sent). One row: the reported command (``r_``) and the next one (``n_``,
+    all None when there is none); no row when the report names no command of this device."""
     reported, done, event = _record_ctes()
     ctes = [done, event]
-    if profile:
-        acknowledged = (select(done.c.command_uuid).join(Command, Command.uuid == done.c.command_uuid)
-                        .where(Command.request_type == "InstallProfile", Command.item_key.is_(None),
-                               _NEW_STATUS == "acknowledged").scalar_subquery())
-        ctes.append(profile_acknowledged_insert(pg_insert, _UDID, _AT, acknowledged).cte("installed"))
-    nxt, next_ctes = _send_next_stmt(("queued",), seen=seen,
-                                     after=exists(select(reported.c.id).where(reported.c.sent_count > 0)))
+    if results:
+        installed = _acknowledged(done, "InstallProfile").scalar_subquery()
+        ctes.append(profile_acknowledged_insert(pg_insert, _UDID, _AT, installed).cte("installed"))
+    known = exists(select(reported.c.id).where(reported.c.sent_count > 0))
+    nxt, next_ctes = _send_next_stmt(("queued",), seen=False, after=known)
+    ctes += next_ctes
+    # the device's row is updated once in a statement: the answer and last_seen_at together
+    answered = exists(_acknowledged(done, "DeviceInformation")) if info else None
+    if info:
+        ctes.append(save_info_update(Device.udid == _UDID, answered, **({"last_seen_at": _AT} if seen else {}))
+                    .cte("answer"))
+    if seen:
+        ctes.append(update(Device).where(Device.udid == _UDID, known, *([~answered] if info else []))
+                    .values(last_seen_at=_AT).cte("seen"))
     cols = [c.label("r_" + c.key) for c in reported.c] + [c.label("n_" + c.key) for c in nxt.c]
-    return select(*cols).select_from(reported.outerjoin(nxt, true())).add_cte(*ctes, *next_ctes)
+    return select(*cols).select_from(reported.outerjoin(nxt, true())).add_cte(*ctes)
 
 
 _Next = namedtuple("_Next", "id command_uuid request_type body expires_at profile_id encrypt")
-_REPORT_NEXT = {(seen, profile): RawSelect(_report_next_stmt(seen=seen, profile=profile))
-                for seen in (False, True) for profile in (False, True)}
+_REPORT_NEXT = {(seen, results, info): RawSelect(_report_next_stmt(seen=seen, results=results, info=info))
+                for seen in (False, True) for results, info in ((False, False), (True, False), (True, True))}
 
 
 class PGCommandQueue(SQLCommandQueue):
@@ -130,25 +144,28 @@ class PGCommandQueue(SQLCommandQueue):
     def report_and_next(self, udid: str, report: Report, now: dt.datetime, *,
                         pending: bool | None = None,
                         on_recorded: Callable[[ReportOutcome], None] | None = None,
-                        record_profile: bool = False,
+                        joined: JoinedWrites | None = None,
                         ) -> tuple[ReportOutcome, NextCommand | None]:
         new = None if report.is_idle else STATUS_OF_REPORT[report.status]
-        if new in (None, "not_now") or (on_recorded is not None and not record_profile) or in_raw_tx(self.engine):
+        if new in (None, "not_now") or (on_recorded is not None and joined is None) or in_raw_tx(self.engine):
             return super().report_and_next(udid, report, now, pending=pending, on_recorded=on_recorded)
         stale = self._seen_is_stale(udid, now)
         cu = report.command_uuid
-        row = _REPORT_NEXT[stale, on_recorded is not None].first(
-            self.engine, {"udid": udid, "cu": cu, "new_status": new, "at": now, "raw": report.raw,
-                          "chain": error_chain(report)})
+        results = on_recorded is not None
+        info = results and joined.device_information is not None
+        params = {"udid": udid, "cu": cu, "new_status": new, "at": now, "raw": report.raw, "chain": error_chain(report)}
+        if info:
+            params.update(device_information_values(joined.device_information))
+        row = _REPORT_NEXT[stale, results, info].first(self.engine, params)
         if row is None or row.r_sent_count == 0:
             raise UnknownCommand(f"command {cu} was never sent to this device")
         if row.r_status in FINAL:
             outcome = ReportOutcome(cu, row.r_request_type, row.r_status, duplicate=True)
         else:
             outcome = ReportOutcome(cu, row.r_request_type, new, item_key=row.r_item_key, item_hash=row.r_item_hash,
-                                    profile_recorded=(on_recorded is not None and new == "acknowledged"
-                                                      and row.r_request_type == "InstallProfile"
-                                                      and row.r_item_key is None))
+                                    result_recorded=results and new == "acknowledged" and row.r_item_key is None
+                                    and (row.r_request_type == "InstallProfile"
+                                         or (info and row.r_request_type == "DeviceInformation")))
         if stale:
             self._note_seen(udid, now)
         if row.n_id is None:
