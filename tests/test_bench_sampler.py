@@ -76,6 +76,9 @@ def test_thread_clock_is_this_threads_cpu_clock_and_a_dead_thread_is_an_error() 
     assert before <= mine <= after
     t = threading.Thread(target=lambda: None)
     t.start()
-    t.join()
+    t.join()  # (returns before the kernel thread is gone: wait for that)
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/self/task/{t.native_id}").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     with pytest.raises(OSError):
         time.clock_gettime(_sampler._thread_clock(t.native_id))
