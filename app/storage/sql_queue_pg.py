@@ -6,16 +6,16 @@ in psycopg and its thread, and the database about as much again. The SQLite queu
 BEGIN, the locking SELECT, the UPDATE to ``sent``, the event's INSERT, the ``last_seen_at``
 UPDATE and COMMIT. Here the same step is one statement: data-modifying CTEs around the same
 locking SELECT, and the Idle's runs on its own (autocommit, so without BEGIN and COMMIT). An
-acknowledgement records its report (lock, complete, event) in one statement and hands out the
-next command in another. An acknowledgement that needs no other write in its transaction
-(``record_profile``: at most the installed profile of an InstallProfile) is one statement in
-autocommit: record the report, record the profile, hand out the next command (measured alone:
-~80 us of client and ~95 us of PostgreSQL CPU, against ~330 and ~310 us for BEGIN, three
-statements and COMMIT).
+acknowledgement is one statement too, in autocommit: record the report (lock, complete, event),
+write what the result tells (``JoinedWrites``: the installed profile of an InstallProfile,
+DeviceInformation's answer) and hand out the next command. Measured alone: ~80 us of client and
+~95 us of PostgreSQL CPU, against ~330 and ~310 us for BEGIN, three statements and COMMIT.
 
 The rows written are the same as the SQLite queue's, and the storage contract suite runs against
-both. What is rare stays on the general path: a NotNow, and a next command that has expired
-(the statement does not touch it; the general loop marks it expired and looks further).
+both. What is rare stays on the general path: a NotNow, a next command that has expired (the
+statement does not touch it; the general loop marks it expired and looks further), a caller
+whose writes in the report's transaction are a callback only (no ``joined``), and a report
+inside a transaction already open.
 """
 
 from __future__ import annotations
