@@ -15,7 +15,7 @@ The rows written are the same as the SQLite queue's, and the storage contract su
 both. What is rare stays on the general path: a NotNow, a next command that has expired (the
 statement does not touch it; the general loop marks it expired and looks further), a caller
 whose writes in the report's transaction are a callback only (no ``joined``), and a report
-inside a transaction already open.
+inside a transaction already open: those take ``SQLCommandQueue``'s statements.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from app.storage.sql_queue import (FINAL, PENDING, STATUS_OF_REPORT, SQLCommandQ
                                    next_command)
 from app.storage.sql_base import one_of
 from app.storage.sql_inventory import device_information_values, profile_acknowledged_insert, save_info_update
-from app.storage.sql_raw import RawSelect, RawStatement, RawTx, in_raw_tx, raw_tx
+from app.storage.sql_raw import RawSelect, in_raw_tx, raw_tx
 from mdm.commands import Report
 from mdm.errors import UnknownCommand
 
@@ -63,14 +63,13 @@ def _send_next_stmt(statuses: tuple[str, ...], *, seen: bool, after=None):
     return nxt, ctes
 
 
-def _next_only(statuses: tuple[str, ...], *, seen: bool):
-    nxt, ctes = _send_next_stmt(statuses, seen=seen)
+def _idle_stmt(seen: bool):
+    nxt, ctes = _send_next_stmt(PENDING, seen=seen)
     return select(nxt).add_cte(*ctes)
 
 
-# an Idle's: on its own, in autocommit; after a report: inside the report's transaction
-_IDLE = {seen: RawSelect(_next_only(PENDING, seen=seen)) for seen in (False, True)}
-_AFTER_REPORT = {seen: RawStatement(_next_only(("queued",), seen=seen)) for seen in (False, True)}
+# an Idle's: on its own, in autocommit
+_IDLE = {seen: RawSelect(_idle_stmt(seen)) for seen in (False, True)}
 _NEW_STATUS = bindparam("new_status", type_=QueueItem.status.type)
 
 
@@ -90,14 +89,6 @@ def _record_ctes():
     event = insert(CommandEvent).from_select(["udid", "command_uuid", "status", "at"],
                                              select(_UDID, done.c.command_uuid, _NEW_STATUS, _AT)).cte("event_done")
     return reported, done, event
-
-
-def _record_stmt():
-    reported, done, event = _record_ctes()
-    return select(reported).add_cte(done, event)
-
-
-_RECORD = RawStatement(_record_stmt())
 
 
 def _acknowledged(done, request_type: str):
@@ -184,24 +175,3 @@ class PGCommandQueue(SQLCommandQueue):
         if row is not None and expired(row, now):
             return super()._idle_next(udid, now, False)  # (seen: written just now)
         return None if row is None else next_command(row)
-
-    def _send_next(self, c: RawTx, udid: str, now: dt.datetime, *, idle: bool, seen: bool) -> NextCommand | None:
-        if idle:
-            return super()._send_next(c, udid, now, idle=idle, seen=seen)
-        row = c.first(_AFTER_REPORT[seen], {"udid": udid, "at": now})
-        if row is not None and expired(row, now):
-            return super()._send_next(c, udid, now, idle=False, seen=False)
-        return None if row is None else next_command(row)
-
-    def _record(self, c: RawTx, udid: str, report: Report, now: dt.datetime) -> ReportOutcome:
-        new = STATUS_OF_REPORT[report.status]
-        if new == "not_now":
-            return super()._record(c, udid, report, now)
-        cu = report.command_uuid
-        row = c.first(_RECORD, {"udid": udid, "cu": cu, "new_status": new, "at": now, "raw": report.raw,
-                                "chain": error_chain(report)})
-        if row is None or row.sent_count == 0:
-            raise UnknownCommand(f"command {cu} was never sent to this device")
-        if row.status in FINAL:
-            return ReportOutcome(cu, row.request_type, row.status, duplicate=True)
-        return ReportOutcome(cu, row.request_type, new, item_key=row.item_key, item_hash=row.item_hash)
