@@ -44,8 +44,8 @@ _AT = bindparam("at", type_=QueueItem.sent_at.type)
 def _send_next_stmt(statuses: tuple[str, ...], *, seen: bool, after=None):
     """The next command for ``udid``, locked, marked sent with its event (unless it has expired),
     and the device's ``last_seen_at`` when ``seen``. Returns the command with ``expires_at``.
-    ``after``: a condition for handing out the command and writing ``last_seen_at`` (the report
-    was of a command we sent: an unknown report changes nothing)."""
+    ``after``: a condition for handing out the command (the report was of a command we sent: an
+    unknown report changes nothing)."""
     nxt = _next_stmt(statuses)
     if after is not None:
         nxt = nxt.where(after)
@@ -58,8 +58,7 @@ def _send_next_stmt(statuses: tuple[str, ...], *, seen: bool, after=None):
         select(_UDID, nxt.c.command_uuid, literal("sent", CommandEvent.status.type), _AT).where(live)).cte("event")
     ctes = [sent, event]
     if seen:
-        ctes.append(update(Device).where(Device.udid == _UDID, *([after] if after is not None else []))
-                    .values(last_seen_at=_AT).cte("seen"))
+        ctes.append(update(Device).where(Device.udid == _UDID).values(last_seen_at=_AT).cte("seen"))
     return nxt, ctes
 
 
