@@ -174,6 +174,20 @@ def test_proxy_client_certificate_header_only_when_configured(client, school, co
     c2.close()
 
 
+def test_a_proxy_header_certificate_with_an_invalid_version_is_refused():
+    from urllib.parse import quote
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from app.services.certauth import _cert_from_header
+    from mdm.errors import CertAuthError
+    from tests.support.certs import pem, with_version
+
+    der = pki.issue_identity(pki.create_ca("City", "City"), "SN1").cert.public_bytes(Encoding.DER)
+    with pytest.raises(CertAuthError, match="PEM certificate"):
+        _cert_from_header(quote(pem(with_version(der, 5))))
+
+
 @pytest.mark.parametrize("path", ["/mdm/checkin", "/mdm/connect"])
 @pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
 def test_only_put_is_allowed(enrolled, container, before, path, method):

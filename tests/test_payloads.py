@@ -140,6 +140,15 @@ def test_wifi_validation(kwargs, message):
         WifiNetwork(ssid="X", **kwargs)
 
 
+def test_a_ca_certificate_with_an_invalid_version_is_a_validation_error():
+    from tests.support.certs import pem, with_version
+
+    bad = pem(with_version(_cert("Radius CA")[0], 5))
+    with pytest.raises(ValidationError, match="not PEM certificate data"):
+        WifiNetwork(ssid="X", security="WPA2-Enterprise",
+                    eap={"method": "PEAP", "trusted_server_names": ["radius.example"], "ca_certificate": bad})
+
+
 # --- restrictions, web filter, home screen, notifications, exam, passcode ----------------------------
 
 

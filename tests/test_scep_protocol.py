@@ -507,6 +507,21 @@ def test_fuzz_mutated_requests_only_raise_mdm_errors(ops):
         pass
 
 
+def test_a_signer_certificate_with_an_invalid_version_is_a_parse_error():
+    """Found by the fuzzer above: cryptography raises InvalidVersion (not a ValueError) for a
+    certificate whose version is neither v1 nor v3; that is malformed input, not a server error."""
+    from tests.support.certs import with_version
+
+    msg, _, signer, _ = pkcs_req()
+    der = signer.public_bytes(serialization.Encoding.DER)
+    data = msg.replace(der, with_version(der, 5))
+    assert data != msg
+    with pytest.raises(ParseError, match="InvalidVersion"):
+        parse_pki_message(data, ca())
+    with pytest.raises(MDMError):
+        handle_pki_operation(data, FakeService())
+
+
 @fuzz
 @given(mutations)
 def test_fuzz_mutated_replies_only_raise_mdm_errors(ops):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509 import load_pem_x509_certificate
+from cryptography.x509 import InvalidVersion, load_pem_x509_certificate
 
 from app.storage.interfaces import CertificateStore, CheckinStore, DeviceAuth
 from mdm.errors import CertAuthError, CertMismatch, NotEnrolled
@@ -73,5 +73,5 @@ def _cert_from_header(value: str) -> bytes:
 
     try:
         return load_pem_x509_certificate(unquote(value).encode()).public_bytes(Encoding.DER)
-    except ValueError:
+    except (ValueError, InvalidVersion):
         raise CertAuthError("client certificate header does not hold a PEM certificate") from None

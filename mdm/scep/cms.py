@@ -43,6 +43,7 @@ MIN_RSA_BITS = 1024
 DECODE_ERRORS = (
     ValueError, TypeError, KeyError, IndexError, AttributeError,
     OverflowError, RecursionError, UnsupportedAlgorithm,
+    x509.InvalidVersion,  # a certificate whose version is not v1/v3 (not a ValueError)
 )
 
 

@@ -91,7 +91,7 @@ class Eap(Strict):
         if v is not None:
             try:
                 x509.load_pem_x509_certificates(v.encode())
-            except ValueError as e:
+            except (ValueError, x509.InvalidVersion) as e:
                 raise ValueError(f"ca_certificate is not PEM certificate data: {e}") from None
         return v
 
